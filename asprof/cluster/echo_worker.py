@@ -1,0 +1,39 @@
+"""A minimal worker used by the launcher's tests and as a connectivity check: all-sums each
+rank's id, optionally misbehaves (dies, hangs, never connects) on request."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from asprof.cluster.worker import emit_result, heartbeat, init_group
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--die-rank", type=int, default=-1, help="this rank exits with code 7 after one step")
+    ap.add_argument("--hang-rank", type=int, default=-1, help="this rank stops sending heartbeats after one step")
+    ap.add_argument("--no-connect-rank", type=int, default=-1, help="this rank sleeps instead of joining")
+    args = ap.parse_args(argv)
+    rank = int(os.environ.get("MLX_RANK", "0"))
+    if rank == args.no_connect_rank:
+        time.sleep(3600)
+    import mlx.core as mx
+
+    group = init_group()
+    total = None
+    for step in range(args.steps):
+        if step == 1 and group.rank() == args.die_rank:
+            os._exit(7)
+        if step == 1 and group.rank() == args.hang_rank:
+            time.sleep(3600)
+        total = mx.distributed.all_sum(mx.array([float(group.rank() + 1)]), group=group)
+        mx.eval(total)
+        heartbeat(step)
+    emit_result({"rank": group.rank(), "size": group.size(), "sum": total.item()})
+
+
+if __name__ == "__main__":
+    main()

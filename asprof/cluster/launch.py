@@ -1,0 +1,349 @@
+"""Launch N ranks of an asprof worker on MLX's distributed backends, with a watchdog.
+
+Three ways to place ranks, all running the same worker module:
+
+- ``nodes=N``: N local processes joined by MLX's ring backend over loopback. We start them
+  ourselves exactly as ``mlx.launch`` does (``MLX_HOSTFILE`` listing ``ip:port`` per rank,
+  ``MLX_RANK``), which lets the watchdog see each rank separately.
+- ``hosts=[RankHost(ip, prefix), ...]``: the same, with an address and a command prefix per
+  rank (``ip netns exec NS`` for the namespace ring of :mod:`asprof.cluster.netns`).
+- ``hostfile=PATH``: an ``mlx.launch`` hostfile (on Macs: the Thunderbolt ring). We run
+  ``mlx.launch --hostfile PATH`` itself, which ssh-es into the hosts; asprof must be installed
+  there. Rank messages arrive multiplexed on its stdout and carry their rank.
+
+The watchdog (DESIGN §7) ends the whole run — every rank killed, one message naming the rank —
+when a rank exits with an error, never connects within ``connect_s``, stops sending heartbeats
+for ``stall_s`` (the ring backend can deadlock at >= 3 ranks), or the run exceeds
+``timeout_s``. Ranks run in their own process groups and also die with the launcher.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from asprof.cluster.worker import ENV_LAUNCHED, TAG
+from asprof.errors import AsprofError, DistributedError
+
+
+@dataclass(frozen=True)
+class RankHost:
+    """Where one rank runs: the address its ring peers connect to, and a command prefix."""
+
+    ip: str
+    prefix: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    module: str  # worker module, run as `python -m module args...`
+    args: tuple[str, ...] = ()
+    nodes: int | None = None
+    hostfile: str | None = None
+    hosts: tuple[RankHost, ...] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    backend: str = "ring"
+    timeout_s: float = 3600.0  # the whole run
+    connect_s: float = 25.0  # every rank must join the group within this (+ kill grace < 30 s)
+    stall_s: float = 60.0  # longest silence (no heartbeat) from a running rank
+    kill_grace_s: float = 3.0  # SIGTERM, then SIGKILL after this
+    python: str = sys.executable
+    base_port: int | None = None
+
+    def __post_init__(self):
+        chosen = sum(x is not None for x in (self.nodes, self.hostfile, self.hosts))
+        if chosen != 1:
+            raise AsprofError("give exactly one of --nodes or --hostfile")
+        if self.nodes is not None and (not isinstance(self.nodes, int) or self.nodes < 1):
+            raise AsprofError(f"--nodes must be a positive integer, got {self.nodes!r}")
+        if self.hostfile is not None:
+            read_hostfile(self.hostfile)  # fail early with one line
+        for name in ("timeout_s", "connect_s", "stall_s"):
+            if getattr(self, name) <= 0:
+                raise AsprofError(f"{name} must be positive")
+
+    @property
+    def world_size(self) -> int:
+        if self.nodes is not None:
+            return self.nodes
+        if self.hosts is not None:
+            return len(self.hosts)
+        return len(read_hostfile(self.hostfile))
+
+
+def read_hostfile(path: str | os.PathLike) -> list[dict]:
+    """The hosts of an ``mlx.launch`` hostfile (a list, or an object with ``hosts``)."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise AsprofError(f"{p}: no such hostfile") from None
+    except OSError as e:
+        raise AsprofError(f"{p}: cannot read hostfile ({e.strerror or e})") from None
+    except json.JSONDecodeError as e:
+        raise AsprofError(f"{p}: hostfile is not valid JSON (line {e.lineno}: {e.msg})") from None
+    hosts = data.get("hosts") if isinstance(data, dict) else data
+    if not isinstance(hosts, list) or not hosts:
+        raise AsprofError(f"{p}: hostfile must list hosts (mlx.launch format: [{{\"ssh\": ..., \"ips\": [...]}}, ...])")
+    for i, h in enumerate(hosts):
+        if not isinstance(h, dict) or not isinstance(h.get("ssh"), str):
+            raise AsprofError(f"{p}: host {i} needs an \"ssh\" name (mlx.launch hostfile format)")
+        if not h.get("ips"):
+            raise AsprofError(f"{p}: host {i} ({h['ssh']}) needs \"ips\": the ring backend connects to IP addresses")
+    return hosts
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """n ports that are free right now (the OS picks them; we release them for the ranks)."""
+    socks, ports = [], []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+@dataclass
+class _Rank:
+    rank: int | None  # None for the single mlx.launch process that multiplexes all ranks
+    proc: subprocess.Popen
+    buf: dict = field(default_factory=lambda: {"out": b"", "err": b""})
+    tail: list = field(default_factory=list)  # last stderr lines, for error messages
+
+
+class _Watch:
+    """Per-rank state seen through the protocol lines."""
+
+    def __init__(self, size: int, start: float):
+        self.size = size
+        self.hello: set[int] = set()
+        self.ready: set[int] = set()
+        self.step: dict[int, object] = {}
+        self.results: dict[int, dict] = {}
+        self.last_seen = {r: start for r in range(size)}
+        self.tails: dict[int, list[str]] = {r: [] for r in range(size)}
+
+
+def launch(spec: LaunchSpec, on_event: Callable[[dict], None] | None = None,
+           echo: Callable[[str], None] | None = None) -> list[dict]:
+    """Run the worker on every rank; return each rank's emitted result, ordered by rank.
+
+    ``on_event`` receives every protocol message (ready / heartbeat / result) as it arrives, for
+    progress display; ``echo`` receives the ranks' other output lines (default: our stderr,
+    prefixed with the rank).
+    """
+    echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+    size = spec.world_size
+    tmpdir = tempfile.mkdtemp(prefix="asprof-launch-")
+    procs = _start(spec, size, tmpdir)
+    try:
+        return _supervise(spec, procs, size, on_event, echo)
+    finally:
+        _kill_all(procs, spec.kill_grace_s)
+        for f in Path(tmpdir).iterdir():
+            f.unlink()
+        os.rmdir(tmpdir)
+
+
+def _start(spec: LaunchSpec, size: int, tmpdir: str) -> list[_Rank]:
+    base_env = {**os.environ, **spec.env, ENV_LAUNCHED: "1", "ASPROF_BACKEND": spec.backend,
+                "PYTHONUNBUFFERED": "1"}
+    worker = [spec.python, "-m", spec.module, *spec.args]
+    if spec.hostfile is not None:
+        cmd = [*_mlx_launch(spec.python), "--hostfile", str(spec.hostfile), "--backend", spec.backend, "--env", f"{ENV_LAUNCHED}=1", "--env", "PYTHONUNBUFFERED=1"]
+        for k, v in spec.env.items():
+            cmd += ["--env", f"{k}={v}"]
+        # The same interpreter path on every host (as with mlx.launch --python): install asprof
+        # in the same environment on each Mac.
+        cmd += ["--python", spec.python, "--", "-m", spec.module, *spec.args]
+        return [_popen(None, cmd, base_env)]
+
+    hosts = spec.hosts or tuple(RankHost("127.0.0.1") for _ in range(size))
+    if spec.base_port is not None:
+        ports = [spec.base_port + i for i in range(size)]
+    elif spec.hosts is None:
+        ports = free_ports(size)
+    else:
+        ports = [45000 + i for i in range(size)]  # each namespace has its own port space
+    ring = [[f"{h.ip}:{p}"] for h, p in zip(hosts, ports)]
+    hostfile = Path(tmpdir) / "ring.json"
+    hostfile.write_text(json.dumps(ring))
+    out = []
+    for r, h in enumerate(hosts):
+        env = {**base_env, "MLX_RANK": str(r), "MLX_WORLD_SIZE": str(size)}
+        if size > 1:
+            env["MLX_HOSTFILE"] = str(hostfile)
+        out.append(_popen(r, [*h.prefix, *worker], env))
+    return out
+
+
+def _mlx_launch(python: str) -> list[str]:
+    """The `mlx.launch` command of the environment `python` belongs to."""
+    script = Path(python).parent / "mlx.launch"
+    if script.exists():
+        return [str(script)]
+    return [python, "-c", "import sys; from mlx._distributed_utils.launch import main; sys.exit(main())"]
+
+
+def _popen(rank, cmd, env) -> _Rank:
+    try:
+        p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, start_new_session=True)
+    except OSError as e:
+        raise DistributedError(f"cannot start rank {rank if rank is not None else ''}: {e}") from None
+    return _Rank(rank, p)
+
+
+def _supervise(spec, procs: list[_Rank], size: int, on_event, echo) -> list[dict]:
+    start = time.monotonic()
+    watch = _Watch(size, start)
+    sel = selectors.DefaultSelector()
+    for pr in procs:
+        os.set_blocking(pr.proc.stdout.fileno(), False)
+        os.set_blocking(pr.proc.stderr.fileno(), False)
+        sel.register(pr.proc.stdout, selectors.EVENT_READ, (pr, "out"))
+        sel.register(pr.proc.stderr, selectors.EVENT_READ, (pr, "err"))
+    open_streams = 2 * len(procs)
+    while True:
+        for key, _ in sel.select(timeout=0.2):
+            pr, stream = key.data
+            chunk = key.fileobj.read()
+            if not chunk:
+                sel.unregister(key.fileobj)
+                open_streams -= 1
+                _flush(pr, stream, watch, on_event, echo, final=True)
+                continue
+            pr.buf[stream] += chunk
+            _flush(pr, stream, watch, on_event, echo)
+        now = time.monotonic()
+        _check_exits(procs, watch, size)
+        if len(watch.results) == size and all(p.proc.poll() is not None for p in procs):
+            break
+        if open_streams == 0 and all(p.proc.poll() is not None for p in procs):
+            missing = sorted(set(range(size)) - set(watch.results))
+            raise DistributedError(f"rank {missing[0]} exited without a result{_tail(watch, missing[0])}")
+        _check_time(spec, watch, now, start, size)
+    return [watch.results[r] for r in range(size)]
+
+
+def _flush(pr: _Rank, stream, watch: _Watch, on_event, echo, final=False):
+    data = pr.buf[stream]
+    *lines, rest = data.split(b"\n")
+    if final and rest:
+        lines, rest = lines + [rest], b""
+    pr.buf[stream] = rest
+    for raw in lines:
+        line = raw.decode("utf-8", "replace").rstrip("\r")
+        if stream == "out" and TAG in line:
+            try:
+                msg = json.loads(line[line.index(TAG) + len(TAG):])
+            except json.JSONDecodeError:
+                echo(line)
+                continue
+            r = msg.get("rank")
+            if not isinstance(r, int) or not 0 <= r < watch.size:
+                continue
+            watch.last_seen[r] = time.monotonic()
+            watch.hello.add(r)
+            if msg.get("type") == "ready":
+                watch.ready.add(r)
+            elif msg.get("type") == "heartbeat":
+                watch.step[r] = msg.get("step")
+            elif msg.get("type") == "result":
+                watch.results[r] = msg.get("result")
+            if on_event is not None:
+                on_event(msg)
+        else:
+            who = f"rank {pr.rank}" if pr.rank is not None else "mlx.launch"
+            if pr.rank is not None and stream == "err":
+                watch.tails[pr.rank] = (watch.tails[pr.rank] + [line])[-5:]
+            if line.strip():
+                echo(f"[{who}] {line}")
+
+
+def _tail(watch: _Watch, rank: int) -> str:
+    lines = [x.strip() for x in watch.tails.get(rank, []) if x.strip()]
+    return f": {lines[-1]}" if lines else ""
+
+
+def _check_exits(procs: list[_Rank], watch: _Watch, size: int) -> None:
+    for pr in procs:
+        code = pr.proc.poll()
+        if code is None or code == 0:
+            continue
+        if pr.rank is None:
+            raise DistributedError(f"mlx.launch exited with code {code} (a rank failed; see its output above)")
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        raise DistributedError(f"rank {pr.rank} {how}{_tail(watch, pr.rank)}; stopped all {size} ranks")
+
+
+def _check_time(spec: LaunchSpec, watch: _Watch, now: float, start: float, size: int) -> None:
+    if now - start > spec.timeout_s:
+        raise DistributedError(f"the run exceeded its {spec.timeout_s:g} s limit; stopped all {size} ranks")
+    not_ready = sorted(set(range(size)) - watch.ready)
+    if not_ready and now - start > spec.connect_s:
+        silent = sorted(set(range(size)) - watch.hello)
+        if silent:
+            raise DistributedError(
+                f"rank {_ranks(silent)} never connected within {spec.connect_s:g} s (it did not start "
+                f"or cannot be reached; check the host and that asprof is installed there); stopped all {size} ranks"
+            )
+        raise DistributedError(
+            f"rank {_ranks(not_ready)} never connected within {spec.connect_s:g} s (the ring could not "
+            f"form: check the IP addresses and that nothing blocks the ring ports); stopped all {size} ranks"
+        )
+    running = [r for r in range(size) if r not in watch.results and r not in not_ready]
+    stalled = [r for r in running if now - watch.last_seen[r] > spec.stall_s]
+    if stalled:
+        steps = ", ".join(f"rank {r} at step {watch.step.get(r, 'start')}" for r in stalled)
+        who = "every running rank" if len(stalled) == len(running) else f"rank {_ranks(stalled)}"
+        raise DistributedError(
+            f"{who} made no progress for {spec.stall_s:g} s ({steps}): the run hung (MLX's ring "
+            f"backend can deadlock at 3 or more ranks); stopped all {size} ranks"
+        )
+
+
+def _ranks(ranks: list[int]) -> str:
+    return ", ".join(map(str, ranks))
+
+
+def _kill_all(procs: list[_Rank], grace_s: float) -> None:
+    alive = [p for p in procs if p.proc.poll() is None]
+    for p in alive:
+        _signal_group(p.proc, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for p in alive:
+        try:
+            p.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal_group(p.proc, signal.SIGKILL)
+            p.proc.wait()
+    for p in procs:
+        for s in (p.proc.stdout, p.proc.stderr):
+            if s is not None:
+                s.close()
+
+
+def _signal_group(proc: subprocess.Popen, sig) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            proc.send_signal(sig)
+        except ProcessLookupError:
+            pass

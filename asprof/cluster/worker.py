@@ -1,0 +1,108 @@
+"""The rank side of a distributed asprof run.
+
+A rank talks to its launcher through tagged lines on stdout (``@@asprof {json}``), so the same
+protocol works for local ranks, ranks in network namespaces and remote ranks started by
+``mlx.launch`` over ssh (whose outputs arrive multiplexed: every message carries its rank).
+
+- ``init_group()`` says ``hello`` (the process started), joins the MLX distributed group and
+  announces ``ready``: a rank that never says hello never started or is unreachable; ranks
+  that said hello but never got ready could not form the ring.
+- ``heartbeat(step)`` tells the watchdog the rank is making progress; a rank that stops
+  sending them is hung (the MLX ring backend can deadlock at >= 3 ranks).
+- ``emit_result(obj)`` hands a JSON-serialisable result back to ``launch()``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+
+TAG = "@@asprof "
+ENV_LAUNCHED = "ASPROF_LAUNCHED"
+
+_rank = 0
+_last_beat = 0.0
+
+
+def _send(kind: str, **payload) -> None:
+    msg = {"type": kind, "rank": _rank, **payload}
+    # One write of one line, flushed: lines from several ranks may interleave but never split.
+    sys.stdout.write(TAG + json.dumps(msg, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def launched() -> bool:
+    """True when this process was started by asprof's launcher (or mlx.launch under it)."""
+    return os.environ.get(ENV_LAUNCHED) == "1"
+
+
+def init_group(backend: str | None = None):
+    """Join the distributed group (MLX's ring backend by default) and announce readiness.
+
+    Outside a launch this returns MLX's singleton group (size 1), so worker code also runs
+    as a plain single process.
+    """
+    import mlx.core as mx
+
+    global _rank
+    _watch_parent()
+    if launched():
+        _rank = int(os.environ.get("MLX_RANK", "0"))
+        _send("hello", pid=os.getpid())  # started; joining the group may still block
+    if launched() and os.environ.get("MLX_HOSTFILE"):
+        backend = backend or os.environ.get("ASPROF_BACKEND", "ring")
+        group = mx.distributed.init(strict=True, backend=backend)
+    else:
+        group = mx.distributed.init()
+    _rank = group.rank()
+    if launched():
+        _send("ready", size=group.size(), pid=os.getpid())
+    return group
+
+
+def heartbeat(step: int | None = None, **info) -> None:
+    """Report progress (rate-limited to a few per second)."""
+    global _last_beat
+    if not launched():
+        return
+    now = time.monotonic()
+    if now - _last_beat < 0.2 and not info:
+        return
+    _last_beat = now
+    _send("heartbeat", step=step, **info)
+
+
+def emit_result(result: dict) -> None:
+    """Hand this rank's result to the launcher (printed as JSON when not launched)."""
+    if launched():
+        _send("result", result=result)
+    else:
+        print(json.dumps(result, indent=1))
+
+
+def _watch_parent() -> None:
+    """Exit if the launcher disappears, so no rank outlives it (no orphans)."""
+    if not launched():
+        return
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:  # ask the kernel to SIGKILL us when the launcher dies
+            import ctypes
+            import signal
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(70)
+
+    threading.Thread(target=watch, name="asprof-parent-watch", daemon=True).start()
