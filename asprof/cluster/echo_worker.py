@@ -15,6 +15,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--die-rank", type=int, default=-1, help="this rank exits with code 7 after one step")
     ap.add_argument("--hang-rank", type=int, default=-1, help="this rank stops sending heartbeats after one step")
+    ap.add_argument("--bytes", type=int, default=4, help="payload of each all_sum")
     ap.add_argument("--no-connect-rank", type=int, default=-1, help="this rank sleeps instead of joining")
     args = ap.parse_args(argv)
     rank = int(os.environ.get("MLX_RANK", "0"))
@@ -24,15 +25,20 @@ def main(argv=None):
 
     group = init_group()
     total = None
+    payload = mx.full((max(1, args.bytes // 4),), float(group.rank() + 1))
+    times = []
     for step in range(args.steps):
         if step == 1 and group.rank() == args.die_rank:
             os._exit(7)
         if step == 1 and group.rank() == args.hang_rank:
             time.sleep(3600)
-        total = mx.distributed.all_sum(mx.array([float(group.rank() + 1)]), group=group)
+        t = time.perf_counter()
+        total = mx.distributed.all_sum(payload, group=group)
         mx.eval(total)
+        times.append(time.perf_counter() - t)
         heartbeat(step)
-    emit_result({"rank": group.rank(), "size": group.size(), "sum": total.item()})
+    emit_result({"rank": group.rank(), "size": group.size(), "sum": total[0].item(),
+                 "correct": bool(mx.all(total == total[0]).item()), "times_s": times})
 
 
 if __name__ == "__main__":
