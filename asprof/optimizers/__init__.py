@@ -1,0 +1,25 @@
+"""MLX optimizers: data-parallel Adam, KPOP and TopKPOP (KPOP paper §3), KFAC factor capture
+for ``mlx.nn`` models, and the byte-counted all-reduce helper they communicate through.
+
+Quick use::
+
+    from asprof.optimizers import KPOP, attach_kfac, kfac_value_and_grad
+    attach_kfac(model)                                  # nn.Linear -> KFACLinear (same params)
+    loss_and_grad = kfac_value_and_grad(model, loss_fn)
+    opt = KPOP(learning_rate=1e-3)
+    loss, grads, factors = loss_and_grad(x, y)
+    opt.update(model, grads, factors)
+    mx.eval(model.parameters(), opt.state)
+"""
+
+from asprof.optimizers.accounting import closed_form_state_bytes, state_bytes
+from asprof.optimizers.base import Adam, PhasedOptimizer
+from asprof.optimizers.comm import Communicator
+from asprof.optimizers.kfac import KFACLinear, attach_kfac, kfac_layers, kfac_value_and_grad
+from asprof.optimizers.kpop import KPOP, TopKPOP, canonical_signs, eigh_basis, make_optimizer, power_basis, reduced_dim
+
+__all__ = [
+    "Adam", "KPOP", "TopKPOP", "PhasedOptimizer", "Communicator", "KFACLinear", "attach_kfac", "kfac_layers",
+    "kfac_value_and_grad", "make_optimizer", "closed_form_state_bytes", "state_bytes", "canonical_signs",
+    "eigh_basis", "power_basis", "reduced_dim",
+]

@@ -1,0 +1,262 @@
+"""KPOP and TopKPOP: Adam in the Kronecker-factored eigenbasis (KPOP paper §3, Algorithm 1).
+
+Column-eigenvector convention everywhere (DESIGN §5): Q_R (R×R') and Q_C (C×C') hold
+eigenvectors as columns, in ascending eigenvalue order, so the top R' are the last columns;
+G' = Q_Rᵀ G Q_C and the update goes back as Q_R ΔW' Q_Cᵀ. (Algorithm 1 writes Q^R G (Q^C)ᵀ with
+eigenvectors as rows; it is the same map.)
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Sequence
+
+import mlx.core as mx
+from mlx.utils import tree_flatten, tree_unflatten
+
+from asprof.optimizers.accounting import reduced_dim
+from asprof.optimizers.base import PhasedOptimizer, check_positive
+from asprof.optimizers.comm import Communicator
+
+EIG_METHODS = ("eigh", "power")
+
+
+def canonical_signs(q: mx.array) -> mx.array:
+    """Flip each column so its largest-magnitude entry is positive (first such entry on ties):
+    eigenvectors are defined up to sign, and every rank must hold the identical basis."""
+    idx = mx.argmax(mx.abs(q), axis=0)
+    pivot = mx.take_along_axis(q, idx[None, :], axis=0)
+    return q * mx.where(pivot < 0, -1.0, 1.0).astype(q.dtype)
+
+
+def eigh_basis(m: mx.array, k: int) -> mx.array:
+    """The eigenvectors of the top ``k`` eigenvalues of symmetric ``m``, ascending, sign-canonical.
+    ``eigh`` runs on the CPU stream (the only place MLX implements it; DESIGN §5)."""
+    _, vecs = mx.linalg.eigh(m, stream=mx.cpu)
+    n = m.shape[0]
+    return canonical_signs(vecs[:, n - k:] if k < n else vecs)
+
+
+def power_basis(m: mx.array, q: mx.array) -> mx.array:
+    """One step of (subspace) power iteration from the previous basis ``q`` (n×k): Q ← QR(M·Q)
+    (KPOP paper §3.2, after SOAP), then columns sorted by the Rayleigh quotients diag(QᵀMQ),
+    ascending, and sign-canonical. The QR runs on the CPU stream."""
+    z = m @ q
+    qn, _ = mx.linalg.qr(z, stream=mx.cpu)
+    rayleigh = mx.sum(qn * (m @ qn), axis=0)
+    order = mx.argsort(rayleigh)
+    return canonical_signs(mx.take(qn, order, axis=1))
+
+
+class KPOP(PhasedOptimizer):
+    r"""KPOP: Adam in the Kronecker-factored eigenbasis (KFE) of each linear layer.
+
+    For each KFAC layer W ∈ R^{R×C} with batch factors C_b, R_b (from
+    :func:`~asprof.optimizers.kfac.kfac_value_and_grad`), at step t = 0, 1, ...:
+
+    .. math::
+
+        \hat C \leftarrow \alpha \hat C + (1-\alpha) C_b,\qquad
+        \hat R \leftarrow \alpha \hat R + (1-\alpha) R_b \qquad \text{(Eq. 4-5)}\\
+        \text{if } t < \text{warmup or } t \bmod f = 0:\quad
+            \hat C, \hat R \leftarrow \text{AllReduceMean}(\hat C, \hat R),\;
+            Q_C \leftarrow \text{Eig}(\hat C),\; Q_R \leftarrow \text{Eig}(\hat R) \qquad \text{(Eq. 6)}\\
+        G' = Q_R^\top G Q_C \qquad \text{(Eq. 7)}\\
+        m \leftarrow \beta_1 m + (1-\beta_1) G',\quad v \leftarrow \beta_2 v + (1-\beta_2) G'^2 \qquad \text{(Eq. 8-9)}\\
+        \Delta W' = -\eta\,\frac{m/(1-\beta_1^{t+1})}{\sqrt{v/(1-\beta_2^{t+1})}+\epsilon} \qquad \text{(Eq. 10-11)}\\
+        W \leftarrow W + Q_R\, \Delta W'\, Q_C^\top \qquad \text{(Eq. 12)}
+
+    Embeddings, output heads and 1-D parameters (everything without factors) get plain Adam
+    (§3.2). Ĉ, R̂ start at zero (only their eigenvectors matter); the bases start as identity and
+    are first computed at t = 0. With ``eig_method="power"`` the first refresh is a full ``eigh``
+    (there is no previous estimate to iterate from), later ones one power-iteration step. The
+    moments are not rotated when the basis changes (Algorithm 1 does not).
+
+    Args:
+        learning_rate: η (> 0, or a schedule).
+        betas: (β₁, β₂) in [0, 1). Default (0.9, 0.999); the paper's NanoGPT runs used (0.95, 0.95).
+        eps: ε ≥ 0. Default 1e-8.
+        bias_correction: Eq. 10. Default True.
+        weight_decay: decoupled, ≥ 0. Default 0.
+        alpha: factor EMA decay α ∈ [0, 1). Default 0.95.
+        warmup: refresh every step while t < warmup (int ≥ 0). Default 10.
+        frequency: then refresh every f steps (int ≥ 1). Default 10 (the paper: 10 or 100).
+        eig_method: "eigh" (full decomposition) or "power" (one QR power step). Default "eigh".
+        comm: a :class:`~asprof.optimizers.comm.Communicator` for data parallel training.
+
+    State per KFAC parameter: ``m``, ``v`` (R'×C'), ``C_hat`` (C×C), ``R_hat`` (R×R),
+    ``Q_C`` (C×C'), ``Q_R`` (R×R'); R' = R, C' = C for KPOP. Others: ``m``, ``v``.
+    """
+
+    #: TopKPOP projects before the all-reduce; KPOP all-reduces the full gradient.
+    project_before_allreduce = False
+
+    def __init__(
+        self,
+        learning_rate: float | Callable[[mx.array], mx.array],
+        betas: Sequence[float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        bias_correction: bool = True,
+        weight_decay: float = 0.0,
+        alpha: float = 0.95,
+        warmup: int = 10,
+        frequency: int = 10,
+        eig_method: str = "eigh",
+        comm: Communicator | None = None,
+    ):
+        super().__init__(learning_rate, betas, eps, bias_correction, weight_decay, comm)
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha < 1.0:
+            raise ValueError(f"alpha (factor EMA decay) must be in [0, 1), got {alpha!r}")
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
+        if isinstance(frequency, bool) or not isinstance(frequency, int) or frequency <= 0:
+            raise ValueError(f"frequency (f) must be a positive integer, got {frequency!r}")
+        if eig_method not in EIG_METHODS:
+            raise ValueError(f"eig_method must be one of {', '.join(EIG_METHODS)}, got {eig_method!r}")
+        self.alpha = float(alpha)
+        self.warmup = warmup
+        self.frequency = frequency
+        self.eig_method = eig_method
+        self.sparsity = 1.0
+        self.kfac_paths: list[str] = []
+        self._bases_computed = False
+        self.refreshes = 0
+
+    # --- state -------------------------------------------------------------------------------
+    def init(self, parameters: dict, factors: dict | Iterable[str] | None = None) -> None:
+        """Create the state. ``factors`` (a factors dict, or the weight paths of the KFAC layers)
+        says which parameters get KFE state; :meth:`update` passes the first step's factors."""
+        if factors is None:
+            raise ValueError(
+                f"{type(self).__name__} needs to know its KFAC layers: call init(parameters, factors) or "
+                "update(model, grads, factors) with factors from asprof.optimizers.kfac_value_and_grad")
+        paths = list(factors)
+        flat = dict(tree_flatten(parameters))
+        missing = [p for p in paths if p not in flat]
+        if missing:
+            raise ValueError(f"factors for unknown parameter(s): {', '.join(missing[:3])}")
+        super().init(parameters)
+        self.kfac_paths = paths
+        for p in paths:
+            w = flat[p]
+            if w.ndim != 2:
+                raise ValueError(f"KFAC parameter {p} must be a matrix, has shape {w.shape}")
+            r, c = w.shape
+            r2, c2 = reduced_dim(r, self.sparsity), reduced_dim(c, self.sparsity)
+            st = self._state_at(p)
+            st.clear()
+            st["m"] = mx.zeros((r2, c2), w.dtype)
+            st["v"] = mx.zeros((r2, c2), w.dtype)
+            st["C_hat"] = mx.zeros((c, c), mx.float32)
+            st["R_hat"] = mx.zeros((r, r), mx.float32)
+            st["Q_C"] = mx.eye(c, dtype=mx.float32)[:, c - c2:]
+            st["Q_R"] = mx.eye(r, dtype=mx.float32)[:, r - r2:]
+
+    def _state_at(self, path: str) -> dict:
+        node = self.state
+        for part in path.split("."):
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        return node
+
+    def _require_init(self, what: str) -> None:
+        if not self._initialized:
+            raise ValueError(f"{type(self).__name__}.{what} before init: call init(parameters, factors) first")
+
+    # --- phases ------------------------------------------------------------------------------
+    def accumulate_factors(self, factors) -> None:
+        """Phase 2: Ĉ ← αĈ + (1−α)C_b, R̂ ← αR̂ + (1−α)R_b (lazy)."""
+        if factors is None:
+            raise ValueError(f"{type(self).__name__} needs the KFAC factors every step (kfac_value_and_grad)")
+        self._require_init("accumulate_factors")
+        a = self.alpha
+        for p in self.kfac_paths:
+            st, f = self._state_at(p), factors[p]
+            st["C_hat"] = a * st["C_hat"] + (1 - a) * f["C"]
+            st["R_hat"] = a * st["R_hat"] + (1 - a) * f["R"]
+
+    def refresh_due(self) -> bool:
+        t = self.steps_done
+        return t < self.warmup or t % self.frequency == 0
+
+    def refresh(self) -> None:
+        """Phase 3: average the factor EMAs over the group (one bucketed all-reduce; they replace
+        the local EMAs), recompute the bases, and evaluate it all now (on the critical path)."""
+        self._require_init("refresh")
+        states = [self._state_at(p) for p in self.kfac_paths]
+        if self.comm is not None:
+            avg = self.comm.all_mean([{"C": s["C_hat"], "R": s["R_hat"]} for s in states], tag="factors")
+            for s, a in zip(states, avg):
+                s["C_hat"], s["R_hat"] = a["C"], a["R"]
+        use_power = self.eig_method == "power" and self._bases_computed
+        for s in states:
+            if use_power:
+                s["Q_C"] = power_basis(s["C_hat"], s["Q_C"])
+                s["Q_R"] = power_basis(s["R_hat"], s["Q_R"])
+            else:
+                s["Q_C"] = eigh_basis(s["C_hat"], s["Q_C"].shape[1])
+                s["Q_R"] = eigh_basis(s["R_hat"], s["Q_R"].shape[1])
+        mx.eval([(s["C_hat"], s["R_hat"], s["Q_C"], s["Q_R"]) for s in states])
+        self._bases_computed = True
+        self.refreshes += 1
+
+    def communicate(self, gradients):
+        """Phase 4. KPOP: all gradients. TopKPOP: projected gradients of the KFAC layers (plus the
+        full Adam-routed ones), projection first."""
+        if not self.project_before_allreduce:
+            return super().communicate(gradients)
+        self._require_init("communicate")
+        kfac = set(self.kfac_paths)
+        flat = [(k, self._project(g, self._state_at(k)) if k in kfac else g) for k, g in tree_flatten(gradients)]
+        projected = tree_unflatten(flat)
+        return projected if self.comm is None else self.comm.all_mean(projected, tag="gradients")
+
+    def update(self, model, gradients, factors=None) -> None:
+        if not self._initialized:
+            self.init(model.trainable_parameters(), factors)
+        super().update(model, gradients, factors)
+
+    # --- update ------------------------------------------------------------------------------
+    @staticmethod
+    def _project(g: mx.array, state: dict) -> mx.array:
+        return (state["Q_R"].T @ g) @ state["Q_C"]
+
+    def apply_single(self, gradient: mx.array, parameter: mx.array, state: dict) -> mx.array:
+        if "Q_R" not in state:
+            return super().apply_single(gradient, parameter, state)
+        projected = self._communicated and self.project_before_allreduce
+        gp = gradient if projected else self._project(gradient, state)
+        delta = self._adam_delta(gp, state)
+        return self._decay(parameter) + (state["Q_R"] @ delta) @ state["Q_C"].T
+
+
+class TopKPOP(KPOP):
+    r"""TopKPOP (KPOP paper §3.1.1): KPOP keeping only the top R' = ⌈√s·R⌉ and C' = ⌈√s·C⌉
+    eigenvectors of R̂ and Ĉ, so G' = Q_Rᵀ G Q_C is R'×C' (≈ s·RC): Adam's moments and the
+    all-reduced gradient shrink by ≈ s (the projection happens *before* the all-reduce).
+    TopKPOP(s=1) computes exactly what KPOP computes.
+
+    Args: as :class:`KPOP`, plus ``sparsity`` s ∈ (0, 1] (default 0.1).
+    """
+
+    project_before_allreduce = True
+
+    def __init__(self, learning_rate, sparsity: float = 0.1, **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 < sparsity <= 1.0:
+            raise ValueError(f"sparsity (s) must be in (0, 1], got {sparsity!r}")
+        self.sparsity = float(sparsity)
+
+
+def make_optimizer(name: str, learning_rate, sparsity: float = 1.0, **kwargs) -> PhasedOptimizer:
+    """``adam`` | ``kpop`` | ``topkpop`` by name (KFAC keyword arguments are ignored for Adam)."""
+    from asprof.optimizers.base import Adam
+
+    check_positive("learning_rate", learning_rate, allow_callable=True)
+    if name == "adam":
+        for k in ("alpha", "warmup", "frequency", "eig_method"):
+            kwargs.pop(k, None)
+        return Adam(learning_rate, **kwargs)
+    if name == "kpop":
+        return KPOP(learning_rate, **kwargs)
+    if name == "topkpop":
+        return TopKPOP(learning_rate, sparsity=sparsity, **kwargs)
+    raise ValueError(f"unknown optimizer {name!r}; choose adam, kpop or topkpop")

@@ -1,0 +1,67 @@
+"""Run a training configuration: in this process, or as N ranks through asprof.cluster."""
+
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+from asprof.train.config import TrainConfig
+from asprof.train.result import TrainResult, combine
+
+WORKER = "asprof.train.worker"
+
+# on_progress(pass_name, step, steps, loss, seconds) — rank 0's view of the run.
+Progress = Callable[[str, int, int, float, float], None]
+
+
+def run_training(config: TrainConfig, on_progress: Progress | None = None,
+                 save_params: str | None = None) -> TrainResult:
+    """Train as ``config`` says and return the combined result (raises AsprofError /
+    DistributedError with one line on anything a user can cause)."""
+    if config.distributed:
+        return _run_distributed(config, on_progress, save_params)
+    from asprof.train.data import load_corpus
+    from asprof.train.loop import train_process
+    from asprof.train.model import n_params
+
+    corpus = load_corpus(config.data)
+    trainers: list = []
+    cb = None
+    if on_progress is not None:
+        def cb(phase, i, loss, dt):
+            on_progress(phase, i, config.steps, loss, dt)
+    record = train_process(config, None, corpus, on_step=cb, keep_trainer=trainers)
+    if save_params:
+        _save_params(trainers[0].model, save_params)
+    return combine(config, [record.to_dict()], corpus.describe(), n_params(trainers[0].model))
+
+
+def _save_params(model, directory: str) -> None:
+    from pathlib import Path
+
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    mx.savez(str(Path(directory) / "rank0.npz"), **dict(tree_flatten(model.parameters())))
+
+
+def _run_distributed(config: TrainConfig, on_progress: Progress | None, save_params: str | None) -> TrainResult:
+    from asprof.cluster.launch import LaunchSpec, launch
+
+    args = ["--config", json.dumps(config.to_dict())]
+    if save_params:
+        args += ["--save-params", save_params]
+    spec = LaunchSpec(module=WORKER, args=tuple(args), nodes=None if config.hostfile else config.nodes,
+                      hostfile=config.hostfile, timeout_s=config.timeout_s)
+
+    def on_event(msg):
+        if on_progress is not None and msg.get("type") == "heartbeat" and msg.get("rank") == 0:
+            step = msg.get("step")
+            if isinstance(step, int):
+                on_progress(msg.get("phase", "train"), step, config.steps, float(msg.get("loss", "nan")),
+                            float(msg.get("step_s", "nan")))
+
+    results = launch(spec, on_event=on_event)
+    records = [r["record"] for r in results]
+    return combine(config, records, results[0]["corpus"], results[0]["n_params"])
