@@ -1,0 +1,110 @@
+"""`blas`: matmul, matvec and vector-Jacobian product throughput (profiling paper §4.4).
+
+For every backend and dtype (float32 / float16 / bfloat16) it sweeps sizes upwards:
+
+* ``matmul`` (params m, n, k, batch): C = A·B with A (batch, m, k), B (batch, k, n);
+  flop = 2·m·n·k·batch. Square sizes plus the paper's batched 8×2000×2000 (Fig. 5).
+* ``matvec`` (params m, n): y = A·x, flop = 2·m·n (memory-bound, Fig. 6).
+* ``vjp`` (params m, n): forward y = A·x and the VJP vᵀA of x ↦ A·x through the framework's
+  autodiff, both evaluated: flop = 4·m·n (Fig. 7; the backward pass's basic kernel).
+
+Metrics: ``flop``, ``time_s`` (median) and ``flops_per_s`` = flop / median (decimal units when
+shown). A size whose call would exceed the level's per-call limit, estimated from the best rate
+measured on smaller sizes, is skipped with the estimate as the reason.
+"""
+
+from __future__ import annotations
+
+from asprof.probe.backends import DTYPES, Backend, dtype_supported
+from asprof.probe.context import ProbeContext, slow_reason, too_slow
+from asprof.probe.harness import per_second
+from asprof.traces.schema import Record, Skip
+
+NAME = "blas"
+
+_SQUARE = {"full": (64, 128, 256, 512, 1024, 2048), "quick": (64, 256, 512, 1024), "tiny": (8, 16)}
+_BATCHED = {"full": ((2000, 2000, 2000, 8),), "quick": ((2000, 2000, 2000, 8),), "tiny": ((16, 16, 16, 2),)}
+_VECTOR = {"full": (256, 1024, 4096, 8192), "quick": (256, 1024, 4096), "tiny": (16,)}
+
+
+def shapes(level: str) -> dict[str, list[tuple[int, ...]]]:
+    """The sweep per op at ``level``, in increasing cost."""
+    mm = [(n, n, n, 1) for n in _SQUARE[level]] + list(_BATCHED[level])
+    vec = [(n, n) for n in _VECTOR[level]]
+    return {"matmul": mm, "matvec": vec, "vjp": vec}
+
+
+def flop(op: str, shape: tuple[int, ...]) -> float:
+    if op == "matmul":
+        m, n, k, batch = shape
+        return 2.0 * m * n * k * batch
+    m, n = shape
+    return (2.0 if op == "matvec" else 4.0) * m * n
+
+
+def _params(op: str, shape: tuple[int, ...]) -> dict:
+    if op == "matmul":
+        return dict(zip(("m", "n", "k", "batch"), shape))
+    return {"m": shape[0], "n": shape[1]}
+
+
+def _label(op: str, shape: tuple[int, ...]) -> str:
+    if op == "matmul":
+        m, n, k, b = shape
+        return f"matmul {b}x{m}x{k}@{k}x{n}" if b > 1 else f"matmul {m}x{k}@{k}x{n}"
+    return f"{op} {shape[0]}x{shape[1]}"
+
+
+def _workload(backend: Backend, op: str, shape: tuple[int, ...], dtype: str):
+    """Inputs created (and evaluated) outside the timed region; returns the call to time."""
+    if op == "matmul":
+        m, n, k, batch = shape
+        lead = (batch,) if batch > 1 else ()
+        a = backend.randn(lead + (m, k), dtype, seed=1)
+        b = backend.randn(lead + (k, n), dtype, seed=2)
+        return lambda: backend.matmul(a, b)
+    m, n = shape
+    a = backend.randn((m, n), dtype, seed=1)
+    x = backend.randn((n,), dtype, seed=2)
+    if op == "matvec":
+        return lambda: backend.matmul(a, x)
+    v = backend.randn((m,), dtype, seed=3)
+    return lambda: backend.vjp(a, x, v)
+
+
+def measure_one(ctx: ProbeContext, backend: Backend, op: str, shape: tuple[int, ...], dtype: str) -> Record:
+    """One timed point of the sweep (also used by benchmarks/bench_probe_gemm.py)."""
+    fn = _workload(backend, op, shape, dtype)
+    timing = ctx.measure(backend, fn, f"{dtype} {_label(op, shape)}")
+    f = flop(op, shape)
+    return Record(
+        NAME, op, backend.framework, backend.device, dtype, params=_params(op, shape),
+        metrics={"flop": f, "flops_per_s": per_second(f, timing.median_s), "time_s": timing.median_s},
+        timing=timing,
+    )
+
+
+def run(ctx: ProbeContext) -> list[Record | Skip]:
+    out: list[Record | Skip] = list(ctx.absent_skips(NAME))
+    sweep = shapes(ctx.level)
+    for backend in ctx.backends:
+        for dtype in DTYPES:
+            reason = dtype_supported(backend, dtype)
+            if reason:
+                out.append(Skip(NAME, backend.framework, backend.device, reason))
+                continue
+            for op, op_shapes in sweep.items():
+                best_rate, last_s = 0.0, None
+                for shape in op_shapes:
+                    what = f"{dtype} {_label(op, shape)}"
+                    estimate = flop(op, shape) / best_rate if best_rate > 0 else None
+                    if too_slow(estimate, last_s, ctx):
+                        out.append(Skip(NAME, backend.framework, backend.device,
+                                        slow_reason(what, estimate, f"{best_rate / 1e9:.3g} GFLOP/s", ctx)))
+                        continue
+                    rec = measure_one(ctx, backend, op, shape, dtype)
+                    best_rate = max(best_rate, rec.metrics["flops_per_s"])
+                    last_s = rec.metrics["time_s"]
+                    ctx.progress(f"{backend.name} {what}: {rec.metrics['flops_per_s'] / 1e9:.3g} GFLOP/s")
+                    out.append(rec)
+    return out

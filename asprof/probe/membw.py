@@ -1,0 +1,55 @@
+"""`membw`: achievable memory bandwidth, STREAM-style copy and triad over array sizes.
+
+* ``copy``: y = copy(x) — one read and one write per element: bytes_moved = 2·bytes.
+* ``triad``: a = b + s·c — two reads and one write: bytes_moved = 3·bytes.
+
+``bytes`` is the size of one array (float32). Bytes moved are the nominal STREAM counts (the
+data the kernel must touch), so ``bytes_per_s`` = bytes_moved / median time. Small arrays fit
+in cache and show cache bandwidth plus launch overhead; the largest ones show DRAM bandwidth,
+which is what the simulator's elementwise and Adam-update costs need.
+"""
+
+from __future__ import annotations
+
+from asprof.probe.context import ProbeContext
+from asprof.probe.harness import per_second
+from asprof.traces.schema import Record, Skip
+
+NAME = "membw"
+_BYTES = {
+    "full": (2**16, 2**18, 2**20, 2**22, 2**24, 2**26, 2**28),
+    "quick": (2**20, 2**24, 2**26),
+    "tiny": (2**12,),
+}
+
+
+def _human(nbytes: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= size:
+            return f"{nbytes / size:g} {unit}"
+    return f"{nbytes} B"
+
+
+def run(ctx: ProbeContext) -> list[Record | Skip]:
+    out: list[Record | Skip] = list(ctx.absent_skips(NAME))
+    for backend in ctx.backends:
+        triad, fused = backend.triad_fn()
+        for nbytes in _BYTES[ctx.level]:
+            n = nbytes // 4
+            x = backend.randn((n,), "float32", seed=1)
+            b = backend.randn((n,), "float32", seed=2)
+            c = backend.randn((n,), "float32", seed=3)
+            for op, arrays, fn in (("copy", 2, lambda: backend.copy(x)), ("triad", 3, lambda: triad(b, c))):
+                timing = ctx.measure(backend, fn, f"{op} {_human(nbytes)}")
+                moved = arrays * nbytes
+                params = {"bytes": nbytes}
+                if op == "triad":
+                    params["fused"] = fused
+                out.append(Record(NAME, op, backend.framework, backend.device, "float32", params=params,
+                                  metrics={"bytes_moved": float(moved), "time_s": timing.median_s,
+                                           "bytes_per_s": per_second(moved, timing.median_s)},
+                                  timing=timing))
+                ctx.progress(f"{backend.name} {op} {_human(nbytes)}: "
+                             f"{per_second(moved, timing.median_s) / 1e9:.3g} GB/s")
+            del x, b, c
+    return out

@@ -1,0 +1,270 @@
+"""Text rendering of a trace for `asprof show`: host, one table per probe, the all-reduce fit,
+warnings and what was skipped. Pure: takes a Trace, returns a string."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+from asprof.traces.schema import Record, Trace
+
+DASH = "-"
+
+
+def render_summary(trace: Trace, source: str | None = None) -> str:
+    parts = [_header(trace, source), _host(trace)]
+    for name, fn in (("blas", _blas), ("launch", _launch), ("membw", _membw), ("linalg", _linalg),
+                     ("memory", _memory), ("allreduce", _allreduce)):
+        recs = trace.probe(name)
+        if recs:
+            parts.append(fn(recs))
+    parts.append(_warnings(trace))
+    parts.append(_skipped(trace))
+    return "\n\n".join(p for p in parts if p).rstrip() + "\n"
+
+
+# -- formatting helpers ------------------------------------------------------------------------
+
+
+def table(header: list[str], rows: list[list[str]], indent: str = "  ") -> str:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+
+    def line(cells):
+        first = str(cells[0]).ljust(widths[0])
+        rest = [str(c).rjust(w) for c, w in zip(cells[1:], widths[1:])]
+        return indent + "  ".join([first] + rest).rstrip()
+
+    return "\n".join([line(header), indent + "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
+
+
+def si(value: float, unit: str) -> str:
+    """Decimal (SI) prefixes: 4.1 GFLOP/s, 12 GB/s."""
+    for prefix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def seconds(value: float) -> str:
+    if value >= 1:
+        return f"{value:.3g} s"
+    if value >= 1e-3:
+        return f"{value * 1e3:.3g} ms"
+    return f"{value * 1e6:.3g} us"
+
+
+def nbytes(value: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:.0f} B"
+
+
+def _backend(r: Record) -> str:
+    return f"{r.framework}/{r.device}"
+
+
+def _origin_note(recs: list[Record]) -> str:
+    origins = Counter(r.origin for r in recs)
+    if set(origins) == {"measured"}:
+        return ""
+    return "  (" + ", ".join(f"{n} {o}" for o, n in sorted(origins.items())) + " figures; see each record's source)"
+
+
+# -- sections ----------------------------------------------------------------------------------
+
+
+def _header(trace: Trace, source: str | None) -> str:
+    what = trace.name or source or "trace"
+    bits = [f"origin {trace.origin}"]
+    if trace.created_utc:
+        bits.append(f"created {trace.created_utc}")
+    if trace.asprof_version:
+        bits.append(f"asprof {trace.asprof_version}")
+    if trace.nodes:
+        bits.append(f"{trace.nodes} nodes")
+    out = f"Trace {what} ({', '.join(bits)})"
+    if trace.description:
+        out += f"\n  {trace.description}"
+    return out
+
+
+def _host(trace: Trace) -> str:
+    h = trace.host
+    cores = f"{h.cores_logical} cores"
+    if h.cores_performance is not None:
+        cores += f" ({h.cores_performance}P + {h.cores_efficiency or 0}E)"
+    accel = {"metal": "Metal GPU", "cuda": "CUDA GPU", "none": "none (MLX runs on the CPU)"}[h.accelerator]
+    if h.gpu_name:
+        accel += f": {h.gpu_name}" + (f", {h.gpu_cores} cores" if h.gpu_cores else "")
+    lines = [
+        f"Host {h.hostname}: {h.chip}, {cores}, {nbytes(h.memory_bytes)} memory"
+        + (" (unified)" if h.unified_memory else ""),
+        f"  OS        {h.os} {h.os_release} {h.machine}",
+        f"  GPU       {accel}",
+    ]
+    if h.blas:
+        shown = [f"{k} {v}" for k, v in h.blas.items() if not k.endswith("_library")]
+        lines.append(f"  BLAS      {', '.join(shown)}")
+        for k, v in h.blas.items():
+            if k.endswith("_library"):
+                lines.append(f"            ({k.removesuffix('_library')}: {v})")
+    if h.versions:
+        lines.append("  versions  " + ", ".join(f"{k} {v}" for k, v in h.versions.items()))
+    if h.threads:
+        lines.append("  threads   " + ", ".join(f"{k}={v}" for k, v in h.threads.items()))
+    lines.append("  env       " + (", ".join(f"{k}={v}" for k, v in h.env.items()) or "(no timing-relevant variables set)"))
+    return "\n".join(lines)
+
+
+def _columns(recs: list[Record]) -> list[tuple[str, str | None]]:
+    seen = []
+    for r in recs:
+        key = (_backend(r), r.dtype)
+        if key not in seen:
+            seen.append(key)
+    return seen
+
+
+def _blas(recs: list[Record]) -> str:
+    out = ["blas: achieved FLOP/s (median; decimal units)" + _origin_note(recs)]
+    for op in ("matmul", "matvec", "vjp", "peak"):
+        rs = [r for r in recs if r.op == op]
+        if not rs:
+            continue
+        cols = _columns(rs)
+        shapes = []
+        cells: dict = defaultdict(dict)
+        for r in rs:
+            shape = _shape(r)
+            if shape not in shapes:
+                shapes.append(shape)
+            cells[shape][(_backend(r), r.dtype)] = si(r.metrics["flops_per_s"], "FLOP/s")
+        rows = [[s] + [cells[s].get(c, DASH) for c in cols] for s in sorted(shapes, key=_shape_key)]
+        header = [op] + [f"{b} {d or ''}".strip() for b, d in cols]
+        out.append(table(header, rows))
+    return "\n".join(out)
+
+
+def _shape(r: Record) -> str:
+    p = r.params
+    if r.op == "matmul":
+        b = int(p.get("batch", 1))
+        core = f"{p['m']}x{p['k']}@{p['k']}x{p['n']}"
+        return f"{b}x {core}" if b > 1 else core
+    if "m" in p:
+        return f"{p['m']}x{p['n']}"
+    return "-"
+
+
+def _shape_key(s: str) -> tuple:
+    nums = [int(x) for x in s.replace("@", "x").replace(" ", "").split("x") if x.isdigit()]
+    return (" " in s, nums[-1] if nums else 0, s)
+
+
+def _launch(recs: list[Record]) -> str:
+    cols = []
+    for r in recs:
+        if (_backend(r), r.op) not in cols:
+            cols.append((_backend(r), r.op))
+    ops = []
+    cells: dict = defaultdict(dict)
+    for r in recs:
+        op = str(r.params.get("op", "-"))
+        if op not in ops:
+            ops.append(op)
+        cells[op][(_backend(r), r.op)] = seconds(r.metrics["latency_s"])
+    rows = [[op] + [cells[op].get(c, DASH) for c in cols] for op in ops]
+    head = "launch: per-op latency, dispatch + sync of a tiny op (cold = first call in a fresh process)"
+    return head + _origin_note(recs) + "\n" + table(["op"] + [f"{b} {w}" for b, w in cols], rows)
+
+
+def _membw(recs: list[Record]) -> str:
+    cols = []
+    for r in recs:
+        if (_backend(r), r.op) not in cols:
+            cols.append((_backend(r), r.op))
+    sizes = sorted({int(r.params["bytes"]) for r in recs})
+    cells = {(int(r.params["bytes"]), _backend(r), r.op): si(r.metrics["bytes_per_s"], "B/s") for r in recs}
+    rows = [[nbytes(s)] + [cells.get((s, b, op), DASH) for b, op in cols] for s in sizes]
+    head = "membw: bandwidth (STREAM byte counts: copy 2x, triad 3x the array size; decimal units)"
+    return head + _origin_note(recs) + "\n" + table(["array"] + [f"{b} {op}" for b, op in cols], rows)
+
+
+def _linalg(recs: list[Record]) -> str:
+    cols = []
+    for r in recs:
+        if (_backend(r), r.op) not in cols:
+            cols.append((_backend(r), r.op))
+    sizes = sorted({int(r.params["n"]) for r in recs})
+    cells = {(int(r.params["n"]), _backend(r), r.op): seconds(r.metrics["time_s"]) for r in recs}
+    rows = [[str(n)] + [cells.get((n, b, op), DASH) for b, op in cols] for n in sizes]
+    head = "linalg: time per call on MLX's CPU stream (median), float32"
+    return head + _origin_note(recs) + "\n" + table(["n"] + [f"{b} {op}" for b, op in cols], rows)
+
+
+def _memory(recs: list[Record]) -> str:
+    rows = []
+    for r in recs:
+        m, p = r.metrics, r.params
+        model = f"{p.get('model', '?')} {p.get('parameters', '?')} params, batch {p.get('batch', '?')}"
+        rows.append([
+            _backend(r), model, f"{int(m.get('steps', 0))}", seconds(m.get("median_step_s", 0.0)),
+            nbytes(m.get("rss_start_bytes", 0.0)), nbytes(m.get("rss_end_bytes", 0.0)),
+            ("+" if m.get("rss_growth_bytes", 0.0) >= 0 else "-") + nbytes(abs(m.get("rss_growth_bytes", 0.0))),
+            f"{m.get('minor_faults_per_step', 0.0):.3g}", f"{m.get('major_faults_per_step', 0.0):.3g}",
+        ])
+    head = "memory: training loop (RSS after step 1 -> last step; page faults per step after step 1)"
+    return head + _origin_note(recs) + "\n" + table(
+        ["backend", "model", "steps", "median step", "RSS start", "RSS end", "growth", "minor/step", "major/step"], rows)
+
+
+def _allreduce(recs: list[Record]) -> str:
+    out = ["allreduce: mx.distributed.all_sum (busbw = algbw * 2(K-1)/K, nccl-tests convention)"
+           + _origin_note(recs)]
+    by_nodes: dict = defaultdict(list)
+    for r in recs:
+        if r.op == "all_sum":
+            by_nodes[(r.params.get("nodes"), r.params.get("backend"))].append(r)
+    for (k, backend), rs in by_nodes.items():
+        hosts = rs[0].params.get("hosts")
+        where = f", hosts {', '.join(map(str, hosts))}" if isinstance(hosts, list) and hosts else ""
+        out.append(f"  {k} ranks, {backend} backend{where}; every size checked correct")
+        rows = [[nbytes(r.params["bytes"]), seconds(r.metrics["time_s"]), si(r.metrics["algbw_Bps"], "B/s"),
+                 si(r.metrics["busbw_Bps"], "B/s")] for r in sorted(rs, key=lambda r: r.params["bytes"])]
+        out.append(table(["size", "time", "algbw", "busbw"], rows, indent="    "))
+    for r in recs:
+        if r.op == "fit":
+            m = r.metrics
+            model = r.params.get("model", "t = 2(K-1)*alpha + 2(K-1)/K * S / beta")
+            extra = f", max rel. error {m['max_rel_err']:.0%}" if "max_rel_err" in m else ""
+            out.append(f"  fit ({r.params.get('nodes')} ranks, {model}): alpha {seconds(m['alpha_s'])} per step, "
+                       f"beta {si(m['beta_Bps'], 'B/s')} per link, R^2 {m['r2']:.3f}{extra}")
+    return "\n".join(out)
+
+
+def _warnings(trace: Trace) -> str:
+    kinds: Counter = Counter()
+    examples: dict[str, str] = {}
+    for r in trace.records:
+        for w in r.timing.warnings if r.timing else ():
+            kind = "high variance" if "high variance" in w else "cold start" if "cold start" in w else "other"
+            kinds[kind] += 1
+            examples.setdefault(kind, w)
+    if not kinds:
+        return "warnings: none"
+    lines = [f"warnings: {sum(kinds.values())} timing warnings"]
+    for kind, n in kinds.most_common():
+        lines.append(f"  {n:3d} {kind}, e.g. {examples[kind]}")
+    return "\n".join(lines)
+
+
+def _skipped(trace: Trace) -> str:
+    if not trace.skipped:
+        return "skipped: nothing"
+    groups: dict = defaultdict(list)
+    for s in trace.skipped:
+        groups[(s.framework, s.device, s.reason)].append(s.probe)
+    lines = [f"skipped: {len(trace.skipped)}"]
+    for (fw, dev, reason), probes in groups.items():
+        lines.append(f"  {', '.join(probes)} on {fw}/{dev}: {reason}")
+    return "\n".join(lines)
