@@ -1,0 +1,222 @@
+"""Optimizer cost models: Adam, KPOP and TopKPOP as our implementation runs them.
+
+This module turns an optimizer and a workload into the hardware-independent plan of one
+training step, following /work/notes/kpop_contract.md and ``asprof/optimizers`` (kpop.py,
+comm.py, kfac.py) phase by phase:
+
+1. forward + backward; KPOP/TopKPOP add per linear layer W ∈ R^{R×C} the batch factors
+   C_b = XᵀX/B (C×C) and R_b = ΔYᵀΔY/B (R×R): two GEMMs with k = tokens (KPOP paper Eq. 2-3);
+2. factor EMA Ĉ ← αĈ + (1−α)C_b, R̂ likewise (Eq. 4-5), element-wise, every step;
+3. refresh when due (t < warm-up, then t mod f = 0; §3.2 "Scheduling"): one bucketed
+   all-reduce of all Ĉ, R̂ (Σ(R²+C²)·4 bytes), then per factor ``eigh`` on the CPU stream and a
+   sign fix-up — or, with ``eig_method="power"`` after the first refresh, Q ← QR(M·Q) with the
+   GEMMs on the accelerator and the QR on the CPU (§3.2 "Reusing previous estimates"). The
+   refresh is evaluated on its own, so nothing overlaps it;
+4. gradient all-reduce (K > 1), bucketed like ``mlx.nn.average_gradients`` (32 MiB): every
+   gradient (Adam, KPOP); TopKPOP first projects G' = Q_Rᵀ G Q_C (R'×C', Eq. 14) and sends that
+   plus the Adam-routed gradients;
+5. the update: Adam for embedding/head/norms; KPOP rotates (2 GEMMs), runs Adam on R×C and
+   rotates back (2 GEMMs, Eq. 7-12); TopKPOP runs Adam on R'×C' and projects back (2 GEMMs).
+
+State per KFAC layer (float32): KPOP m, v + Ĉ, R̂ + Q_C, Q_R = 2RC + 2R² + 2C²; TopKPOP
+2R'C' + R² + C² + RR' + CC', with R' = ⌈√s·R⌉, C' = ⌈√s·C⌉ (§3.1.1, Eq. 13-15).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from asprof.errors import AsprofError
+from asprof.simulate.workload import Op, Workload
+
+OPTIMIZERS = ("adam", "kpop", "topkpop")
+EIG_METHODS = ("eigh", "power")
+BUCKET_BYTES = 32 * 1024**2  # mlx.nn.average_gradients' all_reduce_size, and our Communicator's
+STATE_BYTES = 4  # optimizer state, factors and bases are float32 (asprof/optimizers/kpop.py)
+ADAM_KERNELS = 14  # kernels of the unfused MLX Adam update of one array (moments, bias correction, step)
+ADAM_BYTES = 7  # arrays an ideal fused Adam touches per element: read w, g, m, v; write w, m, v
+
+
+def reduced_dim(n: int, sparsity: float) -> int:
+    """⌈√s·n⌉ clamped to [1, n], exactly as asprof.optimizers.accounting.reduced_dim."""
+    return max(1, min(n, math.ceil(math.sqrt(sparsity) * n - 1e-9)))
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """An optimizer and the knobs that change its cost."""
+
+    name: str
+    sparsity: float = 1.0  # TopKPOP's s ∈ (0, 1]; ignored by Adam and KPOP
+    frequency: int = 10  # refresh every f steps after warm-up
+    warmup: int = 10  # refresh every step while t < warmup
+    eig_method: str = "eigh"
+    bucket_bytes: int = BUCKET_BYTES
+
+    def __post_init__(self):
+        if self.name not in OPTIMIZERS:
+            raise AsprofError(f"unknown optimizer {self.name!r}; choose from {', '.join(OPTIMIZERS)}")
+        s = self.sparsity
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not (0.0 < s <= 1.0):
+            raise AsprofError(f"sparsity must be in (0, 1], got {s!r}")
+        f = self.frequency
+        if isinstance(f, bool) or not isinstance(f, int) or f <= 0:
+            raise AsprofError(f"refresh frequency f must be a positive integer, got {f!r}")
+        w = self.warmup
+        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+            raise AsprofError(f"warm-up must be a non-negative integer, got {w!r}")
+        if self.eig_method not in EIG_METHODS:
+            raise AsprofError(f"eig_method must be one of {', '.join(EIG_METHODS)}, got {self.eig_method!r}")
+        if not isinstance(self.bucket_bytes, int) or self.bucket_bytes <= 0:
+            raise AsprofError(f"bucket_bytes must be a positive integer, got {self.bucket_bytes!r}")
+
+    @property
+    def kfac(self) -> bool:
+        return self.name != "adam"
+
+    @property
+    def effective_sparsity(self) -> float:
+        return self.sparsity if self.name == "topkpop" else 1.0
+
+    @property
+    def label(self) -> str:
+        return f"topkpop s={self.sparsity:g}" if self.name == "topkpop" else self.name
+
+    def refresh_due(self, t: int) -> bool:
+        """KPOP.refresh_due: every step during warm-up, then when t mod f == 0."""
+        return self.kfac and (t < self.warmup or t % self.frequency == 0)
+
+    def refresh_steps(self, steps: int) -> list[int]:
+        return [t for t in range(steps) if self.refresh_due(t)]
+
+
+def buckets(array_bytes: list[int], bucket_bytes: int) -> list[int]:
+    """Bucket sizes in bytes, filled like the Communicator (and average_gradients): arrays in
+    order until a bucket reaches at least ``bucket_bytes``; the last one may be smaller."""
+    out, size = [], 0
+    for b in array_bytes:
+        size += b
+        if size >= bucket_bytes:
+            out.append(size)
+            size = 0
+    if size:
+        out.append(size)
+    return out
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What one rank does in one step with one optimizer, independent of the hardware."""
+
+    spec: OptimizerSpec
+    forward: tuple[Op, ...]
+    backward: tuple[Op, ...]
+    factors: tuple[Op, ...] = ()  # extra KFAC GEMMs in the backward pass
+    ema: tuple[Op, ...] = ()
+    refresh_cpu: tuple[Op, ...] = ()  # eigh per factor
+    refresh_accel: tuple[Op, ...] = ()  # sign fix-ups
+    power_pre: tuple[Op, ...] = ()  # eig_method="power", refreshes after the first: M·Q (accelerator)
+    power_cpu: tuple[Op, ...] = ()  # QR of M·Q (CPU stream)
+    power_post: tuple[Op, ...] = ()  # Rayleigh quotients, sort, signs (accelerator)
+    factor_arrays: tuple[int, ...] = ()  # bytes of each array of the refresh all-reduce
+    project: tuple[Op, ...] = ()  # TopKPOP: before the gradient all-reduce
+    grad_arrays: tuple[int, ...] = ()  # bytes of each array of the gradient all-reduce
+    kfac_grad_bytes: int = 0  # of which the KFAC layers' (projected) gradients
+    update: tuple[Op, ...] = ()
+    memory: dict = field(default_factory=dict)
+
+    @property
+    def grad_payload(self) -> int:
+        return sum(self.grad_arrays)
+
+    @property
+    def factor_payload(self) -> int:
+        return sum(self.factor_arrays)
+
+
+def _adam(name: str, elements: int, count: int = 1) -> Op:
+    return Op(f"adam {name}", "elementwise", count, bytes=ADAM_BYTES * elements * STATE_BYTES, kernels=ADAM_KERNELS)
+
+
+def plan_step(workload: Workload, spec: OptimizerSpec, nodes: int) -> StepPlan:
+    """The step plan of ``spec`` for ``workload`` on a data-parallel group of ``nodes`` ranks."""
+    cfg, T = workload.model, workload.tokens
+    s = spec.effective_sparsity
+    arrays = workload.param_arrays()
+    n_params = sum(n for _, n, _ in arrays)
+    adam_arrays = arrays if not spec.kfac else [a for a in arrays if not a[2]]
+    adam_elems = sum(n for _, n, _ in adam_arrays)
+    update = [_adam(name, n) for name, n, _ in adam_arrays]
+    memory = {
+        "weights": n_params * STATE_BYTES,
+        "gradients": n_params * STATE_BYTES,
+        "optimizer_state": 2 * adam_elems * STATE_BYTES,
+        "preconditioner": 0,
+        "batch_factors": 0,
+        "activations": workload.activation_bytes(),
+    }
+    common = dict(spec=spec, forward=tuple(workload.forward_ops()), backward=tuple(workload.backward_ops()))
+    if not spec.kfac:
+        grads = tuple(n * STATE_BYTES for _, n, _ in arrays)
+        memory["comm_buffers"] = 2 * sum(grads) if nodes > 1 else 0
+        return StepPlan(**common, grad_arrays=grads, update=tuple(update), memory=memory)
+
+    shapes = {name + ".weight": (r, c) for name, r, c in cfg.linear_shapes()}
+    factors, ema, eig, signs, power_pre, power_cpu, power_post, project = [], [], [], [], [], [], [], []
+    factor_arrays, grad_arrays, kfac_grad = [], [], 0
+    for name, r, c in cfg.linear_shapes():
+        r2, c2 = reduced_dim(r, s), reduced_dim(c, s)
+        # 1. batch factors in the custom VJP (kfac.py): x2ᵀx2 and dy2ᵀdy2, each then scaled
+        factors += [Op("factor C_b = XᵀX/B", "gemm", 1, m=c, n=c, k=T),
+                    Op("factor R_b = ΔYᵀΔY/B", "gemm", 1, m=r, n=r, k=T),
+                    Op("factor scaling", "elementwise", 2, bytes=(r * r + c * c) * STATE_BYTES)]
+        # 2. EMA: a·F + (1−a)·F_b, three kernels per factor
+        ema += [Op("factor EMA", "elementwise", 1, bytes=3 * n * n * STATE_BYTES, kernels=3) for n in (c, r)]
+        # 3. refresh: all-reduce [C, R] per layer (kpop.py refresh), eigh per factor on the CPU,
+        #    canonical_signs (argmax, abs, take, where, mul) on the accelerator
+        factor_arrays += [c * c * STATE_BYTES, r * r * STATE_BYTES]
+        for n, k in ((c, c2), (r, r2)):
+            eig.append(Op("eigh", "linalg", 1, n=n, linalg="eigh", device="cpu"))
+            signs.append(Op("eigenvector signs", "elementwise", 1, bytes=3 * n * k * STATE_BYTES, kernels=5))
+            # power step (kpop.power_basis): M·Q, QR on the CPU, Rayleigh quotients M·Q', sort, signs.
+            # The CPU QR of an n×k panel costs (2nk² − 2k³/3)/(4n³/3) of the measured n×n QR.
+            power_pre.append(Op("power step M·Q", "gemm", 1, m=n, n=k, k=n))
+            power_post += [Op("Rayleigh quotients M·Q'", "gemm", 1, m=n, n=k, k=n),
+                           Op("Rayleigh sort + signs", "elementwise", 1, bytes=6 * n * k * STATE_BYTES, kernels=8)]
+            frac = (2 * n * k * k - 2 * k**3 / 3) / (4 * n**3 / 3)
+            power_cpu.append(Op("power step QR (CPU)", "linalg", 1, n=n, linalg="qr", scale=frac, device="cpu"))
+        # 4./5. gradient path
+        if spec.name == "topkpop":
+            project += [Op("project Q_Rᵀ·G", "gemm", 1, m=r2, n=c, k=r), Op("project ·Q_C", "gemm", 1, m=r2, n=c2, k=c)]
+            grad_arrays.append(r2 * c2 * STATE_BYTES)
+            kfac_grad += r2 * c2 * STATE_BYTES
+            update += [_adam(name, r2 * c2),
+                       Op("back-project Q_R·ΔW'", "gemm", 1, m=r, n=c2, k=r2),
+                       Op("back-project ·Q_Cᵀ", "gemm", 1, m=r, n=c, k=c2)]
+        else:
+            grad_arrays.append(r * c * STATE_BYTES)
+            kfac_grad += r * c * STATE_BYTES
+            update += [Op("rotate Q_Rᵀ·G", "gemm", 1, m=r, n=c, k=r), Op("rotate ·Q_C", "gemm", 1, m=r, n=c, k=c),
+                       _adam(name, r * c),
+                       Op("rotate back Q_R·ΔW'", "gemm", 1, m=r, n=c, k=r), Op("rotate back ·Q_Cᵀ", "gemm", 1, m=r, n=c, k=c)]
+        update.append(Op("weight += ΔW", "elementwise", 1, bytes=3 * r * c * STATE_BYTES))
+        memory["optimizer_state"] += 2 * r2 * c2 * STATE_BYTES
+        memory["preconditioner"] += (r * r + c * c + r * r2 + c * c2) * STATE_BYTES
+        memory["batch_factors"] += (r * r + c * c) * STATE_BYTES
+    # The gradient all-reduce sends the tree in parameter order, KFAC gradients (projected for
+    # TopKPOP) in place of the full ones.
+    kfac_iter = iter(grad_arrays)
+    ordered = tuple(next(kfac_iter) if is_kfac else n * STATE_BYTES for _, n, is_kfac in arrays)
+    memory["comm_buffers"] = 2 * sum(ordered) if nodes > 1 else 0
+    return StepPlan(
+        **common, factors=tuple(factors), ema=tuple(ema), refresh_cpu=tuple(eig), refresh_accel=tuple(signs),
+        power_pre=tuple(power_pre), power_cpu=tuple(power_cpu), power_post=tuple(power_post), factor_arrays=tuple(factor_arrays),
+        project=tuple(project), grad_arrays=ordered, kfac_grad_bytes=kfac_grad, update=tuple(update),
+        memory=memory,
+    )
+
+
+def ring_bytes_sent(payload: float, nodes: int) -> float:
+    """Bytes one rank sends in a ring all-reduce: 2(K−1)/K of the payload (nccl-tests busbw)."""
+    return 0.0 if nodes <= 1 else 2.0 * (nodes - 1) / nodes * payload

@@ -1,0 +1,315 @@
+"""The hardware model: cost functions fitted from one trace (DESIGN §4 "Hardware model").
+
+Every cost comes from the trace's records, never from a constant peak:
+
+* ``gemm_time(m, n, k, batch, dtype)``: the measured matmul times of that dtype on MLX's
+  accelerator device, interpolated log-log over the flop count (which is the same as
+  interpolating the throughput log-log over size), with a memory floor ``bytes / best
+  bandwidth`` for skinny shapes the square sweep does not cover;
+* ``elementwise_time(bytes_moved, device)``: the membw copy/triad times over bytes moved;
+* ``launch_s``: the median warm latency of one synced tiny op (launch probe). Every measured
+  time above is a synced single op, so it contains one such latency: the *work* of an op inside
+  a lazy graph is the measured time minus ``launch_s`` (``gemm_work``, ``elementwise_work``),
+  and each evaluation (sync) of a graph pays ``launch_s`` once;
+* ``dispatch_s``: the per-op cost inside one evaluated graph (launch probe op ``graph``: a
+  chain of tiny ops evaluated once, time per op). A trace without it gets 0 and a note;
+* ``linalg_time(op, n)`` for ``eigh`` / ``qr`` / ``power_step`` on the CPU stream, extrapolated
+  with n³ above the measured range;
+* ``alpha_s``, ``beta_Bps``: the all-reduce probe's ring fit (per ring step and per link).
+
+A cost whose measurements are missing raises :class:`MissingProbeError` naming the probe to run,
+when (and only when) a simulation needs it. Whether the accelerator and CPU lanes are separate
+hardware comes from ``host.accelerator`` ("none" = MLX runs on the CPU: one shared lane).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+from statistics import median
+
+from asprof.errors import MissingProbeError
+from asprof.traces.schema import Record, Trace
+
+ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+LINALG_OPS = ("eigh", "qr", "power_step")
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Time as a function of size, interpolated log-log between measured points.
+
+    Below the smallest measured size the time stays at the smallest measured time (a small op
+    is overhead-bound, it does not get cheaper); above the largest it grows as size**power
+    (1: constant throughput; 3: the n³ of a dense factorisation). The measured times are made
+    non-decreasing first (a running max), so every cost is monotone in size.
+    """
+
+    xs: tuple[float, ...]
+    ts: tuple[float, ...]
+    power: float = 1.0
+
+    @classmethod
+    def fit(cls, points: list[tuple[float, float]], power: float = 1.0) -> "Curve":
+        by_x: dict[float, list[float]] = {}
+        for x, t in points:
+            if x > 0 and t > 0 and math.isfinite(x) and math.isfinite(t):
+                by_x.setdefault(float(x), []).append(float(t))
+        if not by_x:
+            raise ValueError("no positive points")
+        xs = sorted(by_x)
+        ts, run = [], 0.0
+        for x in xs:
+            run = max(run, median(by_x[x]))
+            ts.append(run)
+        return cls(tuple(xs), tuple(ts), power)
+
+    def __call__(self, x: float) -> float:
+        xs, ts = self.xs, self.ts
+        if x <= xs[0]:
+            return ts[0]
+        if x >= xs[-1]:
+            return ts[-1] * (x / xs[-1]) ** self.power
+        i = bisect.bisect_right(xs, x)
+        x0, x1, t0, t1 = xs[i - 1], xs[i], ts[i - 1], ts[i]
+        w = math.log(x / x0) / math.log(x1 / x0)
+        return math.exp(math.log(t0) + w * math.log(t1 / t0))
+
+
+def _time_of(r: Record) -> float | None:
+    """A record's time: the timing median, else ``time_s``, else work / rate."""
+    if r.timing is not None:
+        return r.timing.median_s
+    if "time_s" in r.metrics:
+        return r.metrics["time_s"]
+    if "flop" in r.metrics and r.metrics.get("flops_per_s"):
+        return r.metrics["flop"] / r.metrics["flops_per_s"]
+    if "bytes_moved" in r.metrics and r.metrics.get("bytes_per_s"):
+        return r.metrics["bytes_moved"] / r.metrics["bytes_per_s"]
+    return None
+
+
+def _rel_samples(records) -> tuple[float, ...]:
+    """Each timed record's samples divided by its median: the measured spread, pooled."""
+    out = []
+    for r in records:
+        if r.timing is not None and r.timing.median_s > 0 and len(r.timing.samples_s) > 1:
+            out += [s / r.timing.median_s for s in r.timing.samples_s]
+    return tuple(out)
+
+
+def _origin_note(records) -> str:
+    origins = sorted({r.origin for r in records})
+    return "/".join(origins) if origins else "measured"
+
+
+@dataclass(frozen=True)
+class HardwareModel:
+    """Cost functions of one node. Build with :meth:`from_trace`."""
+
+    name: str
+    chip: str
+    accelerator: str  # "metal" | "cuda" | "none"
+    accel_device: str  # the MLX device whose records drive the accelerator lane: "gpu" or "cpu"
+    memory_bytes: int
+    gemm: dict = field(default_factory=dict)  # dtype -> Curve over flop
+    membw_accel: Curve | None = None  # over bytes moved
+    membw_cpu: Curve | None = None
+    best_bw_Bps: float | None = None
+    launch: float | None = None
+    dispatch: float | None = None
+    linalg: dict = field(default_factory=dict)  # op -> Curve over n
+    alpha: float | None = None
+    beta: float | None = None
+    # A fit to measured all_sum times already contains the ring's CPU reductions; the simulator
+    # then takes them out of the link time so that they are not counted twice (predict.py).
+    link_includes_reduction: bool = False
+    peaks: dict = field(default_factory=dict)  # dtype -> (flops_per_s, description)
+    noise: dict = field(default_factory=dict)  # category -> relative samples
+    origin: str = "measured"
+    sources: dict = field(default_factory=dict)  # what -> origin/source description
+    notes: tuple[str, ...] = ()
+
+    @property
+    def shared_lanes(self) -> bool:
+        """True when MLX's accelerator stream runs on the CPU cores (no GPU): the simulator then
+        gives each node one lane for both (DESIGN §4)."""
+        return self.accelerator == "none" or self.accel_device == "cpu"
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_trace(cls, trace: Trace, link_from: Trace | None = None) -> "HardwareModel":
+        """Fit the cost functions of ``trace``. ``link_from`` supplies α/β when ``trace`` has
+        no all-reduce fit (reported in :attr:`notes`)."""
+        host = trace.host
+        name = trace.name or host.hostname
+        mlx_gpu = trace.probe("blas", op="matmul", framework="mlx", device="gpu")
+        accel_device = "gpu" if (host.accelerator != "none" and mlx_gpu) else "cpu"
+        notes, sources = [], {}
+
+        gemm, peaks = {}, {}
+        mm = trace.probe("blas", op="matmul", framework="mlx", device=accel_device)
+        for dtype in sorted({r.dtype for r in mm if r.dtype}):
+            recs = [r for r in mm if r.dtype == dtype]
+            pts = []
+            for r in recs:
+                p = r.params
+                flop = r.metrics.get("flop") or 2.0 * p.get("m", 0) * p.get("n", 0) * p.get("k", 0) * p.get("batch", 1)
+                t = _time_of(r)
+                if t:
+                    pts.append((flop, t))
+            if pts:
+                gemm[dtype] = Curve.fit(pts, power=1.0)
+                best = max(recs, key=lambda r: r.metrics.get("flops_per_s", 0.0))
+                p = best.params
+                peaks[dtype] = (best.metrics.get("flops_per_s", 0.0),
+                                f"best measured matmul rate ({p.get('batch', 1)}×{p.get('m')}×{p.get('k')}·"
+                                f"{p.get('k')}×{p.get('n')}, {best.origin})")
+                sources[f"gemm {dtype}"] = _origin_note(recs)
+        for r in trace.probe("blas", op="peak", framework="mlx", device=accel_device):
+            if r.dtype and r.metrics.get("flops_per_s"):
+                peaks[r.dtype] = (r.metrics["flops_per_s"],
+                                  f"the trace's blas peak record ({r.origin}: {r.source or 'measured'})")
+
+        def membw_curve(device):
+            recs = [r for r in trace.probe("membw", framework="mlx", device=device) if r.op in ("copy", "triad")]
+            pts = []
+            for r in recs:
+                moved = r.metrics.get("bytes_moved") or r.params.get("bytes", 0) * (2 if r.op == "copy" else 3)
+                t = _time_of(r)
+                if t:
+                    pts.append((moved, t))
+            return (Curve.fit(pts), recs) if pts else (None, recs)
+
+        membw_accel, bw_recs = membw_curve(accel_device)
+        membw_cpu, cpu_recs = membw_curve("cpu")
+        if membw_cpu is None and membw_accel is not None and host.unified_memory:
+            membw_cpu = membw_accel
+            notes.append("CPU-side reductions use the accelerator's memory bandwidth (unified memory; "
+                         "the trace has no membw records for the CPU)")
+        if membw_accel is not None:
+            sources["membw"] = _origin_note(bw_recs)
+
+        warm = trace.probe("launch", op="warm", framework="mlx", device=accel_device)
+        launch = median([r.metrics["latency_s"] for r in warm if "latency_s" in r.metrics]) if warm else None
+        if warm:
+            sources["launch"] = _origin_note(warm)
+        # the best bandwidth of the work itself (time less one launch): the GEMM memory floor
+        best_bw = None
+        if membw_accel is not None:
+            rates = [x / (t - (launch or 0.0)) for x, t in zip(membw_accel.xs, membw_accel.ts) if t > (launch or 0.0)]
+            best_bw = max(rates) if rates else None
+        graph = trace.probe("launch", op="graph", framework="mlx", device=accel_device)
+        dispatch = median([r.metrics["latency_s"] for r in graph if "latency_s" in r.metrics]) if graph else None
+        if graph:
+            sources["dispatch"] = _origin_note(graph)
+        else:
+            notes.append("no in-graph dispatch measurement (launch probe, op 'graph'): kernels cost only their "
+                         "work, so many-kernel steps of small models may be under-predicted")
+
+        linalg = {}
+        lin_recs = []
+        for op in LINALG_OPS:
+            recs = trace.probe("linalg", op=op, framework="mlx", device="cpu")
+            pts = [(r.params.get("n", 0), _time_of(r)) for r in recs if _time_of(r)]
+            if pts:
+                linalg[op] = Curve.fit(pts, power=3.0)
+                lin_recs += recs
+        if lin_recs:
+            sources["linalg"] = _origin_note(lin_recs)
+
+        alpha = beta = None
+        link_includes_reduction = False
+        fits = [r for r in trace.probe("allreduce", op="fit") if {"alpha_s", "beta_Bps"} <= set(r.metrics)]
+        link_trace = trace
+        if not fits and link_from is not None:
+            fits = [r for r in link_from.probe("allreduce", op="fit") if {"alpha_s", "beta_Bps"} <= set(r.metrics)]
+            link_trace = link_from
+            if fits:
+                notes.append(f"link α/β borrowed from {link_from.name or link_from.host.hostname} "
+                             "(the trace has no all-reduce fit)")
+        if fits:
+            best = max(fits, key=lambda r: r.params.get("nodes", 0) if isinstance(r.params.get("nodes"), int) else 0)
+            alpha, beta = best.metrics["alpha_s"], best.metrics["beta_Bps"]
+            link_includes_reduction = best.origin == "measured"
+            sources["link"] = f"{best.origin} ({link_trace.name or link_trace.host.hostname})"
+
+        noise = {
+            "gemm": _rel_samples(mm),
+            "elementwise": _rel_samples(bw_recs),
+            "cpu": _rel_samples(lin_recs),
+            "link": _rel_samples(trace.probe("allreduce", op="all_sum")),
+        }
+        return cls(
+            name=name, chip=host.chip, accelerator=host.accelerator, accel_device=accel_device,
+            memory_bytes=host.memory_bytes, gemm=gemm, membw_accel=membw_accel, membw_cpu=membw_cpu,
+            best_bw_Bps=best_bw, launch=launch, dispatch=dispatch, linalg=linalg, alpha=alpha, beta=beta,
+            link_includes_reduction=link_includes_reduction, peaks=peaks,
+            noise={k: v for k, v in noise.items() if v}, origin=trace.origin, sources=sources,
+            notes=tuple(notes),
+        )
+
+    # -- costs --------------------------------------------------------------------------------
+    def _missing(self, probe: str, what: str) -> MissingProbeError:
+        return MissingProbeError(
+            f"trace {self.name} has no {what}; run `asprof probe` with the {probe} probe on this machine "
+            f"(or pass --trace with a trace or bundled profile that has it)")
+
+    @property
+    def launch_s(self) -> float:
+        if self.launch is None:
+            raise self._missing("launch", f"warm launch latency for mlx/{self.accel_device}")
+        return self.launch
+
+    @property
+    def dispatch_s(self) -> float:
+        return self.dispatch if self.dispatch is not None else 0.0
+
+    def gemm_curve(self, dtype: str) -> Curve:
+        curve = self.gemm.get(dtype)
+        if curve is None:
+            raise self._missing("blas", f"{dtype} matmul measurements for mlx/{self.accel_device}")
+        return curve
+
+    def flop_work(self, flop: float, dtype: str = "float32") -> float:
+        """Seconds of GEMM work for ``flop`` inside a graph: the synced time less one launch."""
+        return max(0.0, self.gemm_curve(dtype)(flop) - self.launch_s)
+
+    def gemm_work(self, m: int, n: int, k: int, batch: int = 1, dtype: str = "float32") -> float:
+        """Seconds of work of one (batched) GEMM (m×k)·(k×n) inside a graph, at least its
+        memory traffic at the best measured bandwidth (skinny shapes the sweep lacks)."""
+        t = self.flop_work(2.0 * m * n * k * batch, dtype)
+        if self.best_bw_Bps:
+            t = max(t, ITEMSIZE.get(dtype, 4) * batch * (m * k + k * n + m * n) / self.best_bw_Bps)
+        return t
+
+    def elementwise_work(self, bytes_moved: float, device: str = "accel") -> float:
+        """Seconds of work of memory-bound ops moving ``bytes_moved`` bytes in total."""
+        curve = self.membw_accel if device == "accel" else self.membw_cpu
+        if curve is None:
+            raise self._missing("membw", f"memory bandwidth (copy/triad) for mlx/{self.accel_device if device == 'accel' else 'cpu'}")
+        return max(0.0, curve(bytes_moved) - self.launch_s)
+
+    def linalg_time(self, op: str, n: int) -> float:
+        """Seconds for one ``eigh`` / ``qr`` / ``power_step`` of an n×n matrix on the CPU stream."""
+        curve = self.linalg.get(op)
+        if curve is None:
+            raise self._missing("linalg", f"{op} timings on the CPU stream")
+        return curve(n)
+
+    def link(self) -> tuple[float, float]:
+        """(α seconds per ring step, β bytes/s per link) from the all-reduce fit."""
+        if self.alpha is None or self.beta is None:
+            raise MissingProbeError(
+                f"trace {self.name} has no all-reduce fit (α, β), needed for more than one node; run "
+                "`asprof probe --nodes 2` (or with --hostfile on the cluster), or pass --link PROFILE to "
+                "borrow the link of a bundled profile")
+        return self.alpha, self.beta
+
+    def peak(self, dtype: str = "float32") -> tuple[float, str]:
+        """(FLOP/s, where it comes from): the trace's blas ``peak`` record if there is one,
+        else the best measured matmul rate."""
+        if dtype not in self.peaks:
+            raise self._missing("blas", f"{dtype} matmul measurements for mlx/{self.accel_device}")
+        return self.peaks[dtype]

@@ -1,0 +1,370 @@
+"""The simulator's public entry: ``predict(workload, optimizers, cluster, sim) -> Prediction``.
+
+Pure: no I/O, no clock. For each optimizer it builds the task graph of ``sim.steps`` training
+steps on every rank (costs.py says what a step does, hardware.py what it costs on each node,
+collectives.py how the ring moves bytes), runs it on the engine, and reads off the step times,
+the critical-path breakdown, bytes sent, memory, tokens/s and MFU (summarise.py).
+
+Per rank and step (kpop_contract.md; lanes per DESIGN §4):
+
+    gpu:  forward → backward → [KFAC factors → factor EMA]
+    refresh steps:  [pack → ring all-reduce of Ĉ, R̂ → unpack] → cpu: eigh per factor → gpu: signs
+    gpu:  [TopKPOP projection] → pack → ring all-reduce of the gradients (link + cpu) → unpack
+    gpu:  optimizer update
+
+and the next step's forward waits for the update. Nothing overlaps the refresh or the gradient
+all-reduce, because the implementation evaluates them before the update (contract steps 3-4).
+
+Variance: each task's time is multiplied by a factor drawn (seeded) from the measured spread of
+its kind of work — the trace's timing samples divided by their median, pooled per category
+(GEMMs, bandwidth-bound ops, CPU linear algebra, all-reduce). Profiles without samples are
+deterministic. Identical nodes without variance are simulated as one collapsed rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from asprof.errors import AsprofError
+from asprof.simulate.collectives import RingNode, ring_allreduce
+from asprof.simulate.costs import OptimizerSpec, StepPlan, buckets, plan_step
+from asprof.simulate.engine import Engine
+from asprof.simulate.hardware import HardwareModel
+from asprof.simulate.summarise import OptimizerResult, summarise
+from asprof.simulate.workload import Workload, ops_time
+
+COLLAPSE = ("auto", "always", "never")
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node: its hardware model and slow-down factors (time multipliers, ≥ 1 is slower)
+    for its accelerator lane, CPU lane and outbound link."""
+
+    hardware: HardwareModel
+    gpu: float = 1.0
+    cpu: float = 1.0
+    link: float = 1.0
+
+    def __post_init__(self):
+        for f in ("gpu", "cpu", "link"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or v == float("inf"):
+                raise AsprofError(f"slow-down factor {f} must be a positive number, got {v!r}")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """K data-parallel ranks in a ring; every node is ``hardware`` unless overridden."""
+
+    nodes: int
+    hardware: HardwareModel
+    overrides: tuple = ()  # ((rank, NodeSpec), ...)
+
+    def __post_init__(self):
+        k = self.nodes
+        if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+            raise AsprofError(f"nodes must be a positive integer, got {k!r}")
+        for rank, spec in self.overrides:
+            if not (isinstance(rank, int) and 0 <= rank < k):
+                raise AsprofError(f"node {rank!r} does not exist in a cluster of {k} nodes (ranks 0..{k - 1})")
+            if not isinstance(spec, NodeSpec):
+                raise AsprofError(f"node {rank}: expected a NodeSpec")
+
+    def node(self, rank: int) -> NodeSpec:
+        for r, spec in self.overrides:
+            if r == rank:
+                return spec
+        return NodeSpec(self.hardware)
+
+    @property
+    def uniform(self) -> bool:
+        return all(spec == NodeSpec(self.hardware) for _, spec in self.overrides)
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    steps: int = 100
+    seed: int = 0
+    variance: bool = True
+    collapse: str = "auto"  # auto: collapse identical deterministic ranks; always / never
+    timeline: bool = False  # keep every task's span for a timeline
+    max_tasks: int = 3_000_000  # above this a full simulation falls back to collapsed ranks
+
+    def __post_init__(self):
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps <= 0:
+            raise AsprofError(f"steps must be a positive integer, got {self.steps!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise AsprofError(f"seed must be an integer, got {self.seed!r}")
+        if self.collapse not in COLLAPSE:
+            raise AsprofError(f"collapse must be one of {', '.join(COLLAPSE)}, got {self.collapse!r}")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    workload: Workload
+    nodes: int
+    steps: int
+    seed: int
+    results: tuple[OptimizerResult, ...]
+    notes: tuple[str, ...] = ()
+
+    def result(self, label: str) -> OptimizerResult:
+        for r in self.results:
+            if r.label == label or r.name == label:
+                return r
+        raise KeyError(label)
+
+
+class _Sampler:
+    """Seeded multiplicative noise per category, drawn in blocks from the measured spread."""
+
+    BLOCK = 1024
+
+    def __init__(self, pools: dict, rng: np.random.Generator | None):
+        self.pools = {k: np.asarray(v, dtype=float) for k, v in pools.items()} if rng is not None else {}
+        self.rng = rng
+        self.buf: dict[str, list[float]] = {}
+
+    def __call__(self, category: str) -> float:
+        pool = self.pools.get(category)
+        if pool is None:
+            return 1.0
+        buf = self.buf.get(category)
+        if not buf:
+            buf = self.rng.choice(pool, self.BLOCK).tolist()
+            self.buf[category] = buf
+        return buf.pop()
+
+
+@dataclass
+class _NodeCosts:
+    """Seconds of each phase of a step on one node (slow-downs applied)."""
+
+    spec: NodeSpec
+    fwd: float = 0.0
+    bwd: float = 0.0
+    factors: float = 0.0
+    ema: float = 0.0
+    eig_cpu: float = 0.0
+    eig_accel: float = 0.0
+    power_pre: float = 0.0
+    power_cpu: float = 0.0
+    power_post: float = 0.0
+    project: float = 0.0
+    update: float = 0.0
+    alpha: float = 0.0
+    beta: float = 1.0
+    cache: dict = field(default_factory=dict)
+
+    def copy_s(self, nbytes: float) -> float:  # concatenate into / divide the bucket (2 bytes moved per byte)
+        key = ("copy", nbytes)
+        if key not in self.cache:
+            hw = self.spec.hardware
+            self.cache[key] = self.spec.gpu * max(hw.dispatch_s, hw.elementwise_work(2 * nbytes, "accel"))
+        return self.cache[key]
+
+    def ring(self, nbytes: float, K: int) -> tuple[float, float]:
+        key = ("ring", nbytes, K)
+        if key not in self.cache:
+            hw, chunk = self.spec.hardware, nbytes / K
+            red = hw.elementwise_work(3 * chunk, "cpu")  # read two chunks, write one
+            wire = chunk / self.beta
+            if hw.link_includes_reduction:
+                # a measured fit has the reductions inside α, β: move them to the CPU lane so the
+                # uniform ring still takes exactly the fitted time (collectives.py eq. 1)
+                red = min(red, 2 * wire)
+                wire -= red / 2
+            self.cache[key] = (self.spec.link * (self.alpha + wire), self.spec.cpu * red)
+        return self.cache[key]
+
+
+def _node_costs(spec: NodeSpec, plan: StepPlan, K: int) -> _NodeCosts:
+    hw, g, c = spec.hardware, spec.gpu, spec.cpu
+    nc = _NodeCosts(spec)
+    nc.fwd = g * ops_time(hw, plan.forward)
+    nc.bwd = g * ops_time(hw, plan.backward)
+    nc.factors = g * ops_time(hw, plan.factors)
+    nc.ema = g * ops_time(hw, plan.ema)
+    nc.eig_cpu = c * ops_time(hw, plan.refresh_cpu)
+    # the refresh is evaluated on its own (kpop.py refresh): one sync, charged to its last task
+    nc.eig_accel = g * (ops_time(hw, plan.refresh_accel) + hw.launch_s)
+    if plan.spec.eig_method == "power" and plan.spec.kfac:
+        nc.power_pre = g * ops_time(hw, plan.power_pre)
+        nc.power_cpu = c * ops_time(hw, plan.power_cpu)
+        nc.power_post = g * (ops_time(hw, plan.power_post) + hw.launch_s)
+    nc.project = g * ops_time(hw, plan.project)
+    # the rest of the step is one lazy graph evaluated once (contract step 5): one sync per step
+    nc.update = g * (ops_time(hw, plan.update) + hw.launch_s)
+    if K > 1:
+        nc.alpha, nc.beta = hw.link()
+    return nc
+
+
+def _simulate(workload: Workload, spec: OptimizerSpec, cluster: Cluster, sim: SimConfig,
+              collapsed: bool) -> tuple[OptimizerResult, Engine]:
+    K = cluster.nodes
+    plan = plan_step(workload, spec, K)
+    ranks = [0] if collapsed else list(range(K))
+    cost_by_spec: dict = {}
+    costs = []
+    for r in ranks:
+        ns = cluster.node(r)
+        key = id(ns.hardware), ns.gpu, ns.cpu, ns.link
+        if key not in cost_by_spec:
+            cost_by_spec[key] = _node_costs(ns, plan, K)
+        costs.append(cost_by_spec[key])
+    noisy = sim.variance and not collapsed
+    samplers = [_Sampler(c.spec.hardware.noise, np.random.default_rng([sim.seed, r]) if noisy else None)
+                for c, r in zip(costs, ranks)]
+
+    eng = Engine()
+    gpu, cpu, link = [], [], []
+    for c, r in zip(costs, ranks):
+        shared = c.spec.hardware.shared_lanes
+        gpu.append(eng.lane(r, "cpu (accelerator and CPU streams share the cores)" if shared else "gpu"))
+        cpu.append(gpu[-1] if shared else eng.lane(r, "cpu"))
+        link.append(eng.lane(r, "link") if K > 1 else -1)
+    P = len(ranks)
+    task = eng.task
+    grad_buckets = buckets(list(plan.grad_arrays), spec.bucket_bytes)
+    factor_buckets = buckets(list(plan.factor_arrays), spec.bucket_bytes)
+    update_noise = "gemm" if spec.kfac else "elementwise"
+
+    def allreduce(t: int, sizes: list[int], ready: list[list[int]], name: str, cat: str) -> list[list[int]]:
+        """Bucketed all-reduce: per bucket pack (gpu) → ring → unpack (gpu), rings in order."""
+        prev = [[] for _ in range(P)]
+        unpacked = [[] for _ in range(P)]
+        for b, size in enumerate(sizes):
+            packs = [[task(gpu[i], costs[i].copy_s(size) * samplers[i]("elementwise"), ready[i] + prev[i],
+                           (r, t, f"{name}: pack bucket {b}", cat))] for i, r in enumerate(ranks)]
+            nodes = []
+            for i, r in enumerate(ranks):
+                step_s, red_s = costs[i].ring(size, K)
+                nodes.append(RingNode(link[i], cpu[i], step_s, red_s,
+                                      (r, t, f"{name}: ring send", cat), (r, t, f"{name}: ring reduce", cat)))
+            done = ring_allreduce(eng, nodes, K, packs,
+                                  link_factor=(lambda i: samplers[i]("link")) if noisy else None,
+                                  cpu_factor=(lambda i: samplers[i]("elementwise")) if noisy else None)
+            for i, r in enumerate(ranks):
+                unpacked[i].append(task(gpu[i], costs[i].copy_s(size) * samplers[i]("elementwise"), done[i],
+                                        (r, t, f"{name}: unpack bucket {b}", cat)))
+            prev = done
+        return unpacked
+
+    prev = [[] for _ in range(P)]
+    step_last: list[list[int]] = []
+    first_refresh_done = False
+    for t in range(sim.steps):
+        cur = []
+        for i, r in enumerate(ranks):
+            c, smp = costs[i], samplers[i]
+            x = task(gpu[i], c.fwd * smp("gemm"), prev[i], (r, t, "forward", "compute"))
+            x = task(gpu[i], c.bwd * smp("gemm"), [x], (r, t, "backward", "compute"))
+            if spec.kfac:
+                x = task(gpu[i], c.factors * smp("gemm"), [x], (r, t, "KFAC factors", "opt_accel"))
+                x = task(gpu[i], c.ema * smp("elementwise"), [x], (r, t, "factor EMA", "opt_accel"))
+            cur.append([x])
+        if spec.refresh_due(t):
+            if K > 1:
+                cur = allreduce(t, factor_buckets, cur, "factor all-reduce", "refresh_comm")
+            power = spec.eig_method == "power" and first_refresh_done
+            for i, r in enumerate(ranks):
+                c, smp = costs[i], samplers[i]
+                if power:  # M·Q on the accelerator, QR on the CPU, Rayleigh sort on the accelerator
+                    x = task(gpu[i], c.power_pre * smp("gemm"), cur[i], (r, t, "power step M·Q", "refresh_accel"))
+                    x = task(cpu[i], c.power_cpu * smp("cpu"), [x], (r, t, "power step QR", "refresh_cpu"))
+                    x = task(gpu[i], c.power_post * smp("gemm"), [x], (r, t, "Rayleigh sort + signs", "refresh_accel"))
+                else:
+                    x = task(cpu[i], c.eig_cpu * smp("cpu"), cur[i], (r, t, "eigh (CPU stream)", "refresh_cpu"))
+                    x = task(gpu[i], c.eig_accel * smp("elementwise"), [x], (r, t, "eigenvector signs", "refresh_accel"))
+                cur[i] = [x]
+            first_refresh_done = True
+        if spec.name == "topkpop":
+            cur = [[task(gpu[i], costs[i].project * samplers[i]("gemm"), cur[i], (r, t, "project G' = Q_Rᵀ G Q_C", "opt_accel"))]
+                   for i, r in enumerate(ranks)]
+        if K > 1:
+            cur = allreduce(t, grad_buckets, cur, "gradient all-reduce", "comm")
+        last = []
+        for i, r in enumerate(ranks):
+            u = task(gpu[i], costs[i].update * samplers[i](update_noise), cur[i], (r, t, "optimizer update", "opt_accel"))
+            prev[i] = [u]
+            last.append(u)
+        step_last.append(last)
+
+    eng.run()
+    result = summarise(eng, step_last, workload, spec, plan, cluster, sim.steps, collapsed, noisy)
+    return result, eng
+
+
+def _tasks_estimate(workload: Workload, spec: OptimizerSpec, K: int, steps: int) -> int:
+    plan = plan_step(workload, spec, K)
+    per_ring = 3 * (K - 1) + 2 if K > 1 else 0
+    n_grad = len(buckets(list(plan.grad_arrays), spec.bucket_bytes))
+    n_fac = len(buckets(list(plan.factor_arrays), spec.bucket_bytes)) if spec.kfac else 0
+    refresh = len(spec.refresh_steps(steps))
+    return K * (steps * (6 + n_grad * per_ring) + refresh * (2 + n_fac * per_ring))
+
+
+def predict(workload: Workload, optimizers, cluster: Cluster, sim: SimConfig = SimConfig()) -> Prediction:
+    """Simulate ``sim.steps`` steps of each optimizer in ``optimizers`` (OptimizerSpec) on
+    ``cluster``. Raises MissingProbeError when the hardware lacks a needed measurement."""
+    specs = tuple(optimizers)
+    if not specs:
+        raise AsprofError("no optimizer to simulate")
+    has_noise = sim.variance and any(cluster.node(r).hardware.noise for r in _distinct_ranks(cluster))
+    notes = []
+    results, timelines = [], []
+    for spec in specs:
+        if sim.collapse == "always":
+            collapsed = True
+        elif sim.collapse == "never":
+            collapsed = False
+        else:
+            collapsed = cluster.uniform and not has_noise and cluster.nodes > 1
+            if not collapsed and cluster.uniform and cluster.nodes > 1 and \
+                    _tasks_estimate(workload, spec, cluster.nodes, sim.steps) > sim.max_tasks:
+                collapsed = True
+                notes.append(f"{spec.label}: {cluster.nodes} nodes × {sim.steps} steps is too large to simulate every "
+                             "rank with variance; identical ranks were collapsed and sampling was turned off")
+        if collapsed and not cluster.uniform:
+            raise AsprofError("cannot collapse ranks of a heterogeneous cluster (per-node traces or slow-downs)")
+        result, eng = _simulate(workload, spec, cluster, sim, collapsed)
+        if sim.timeline:
+            from dataclasses import replace
+
+            result = replace(result, spans=_spans(eng))
+        results.append(result)
+    if has_noise:
+        notes.append(f"task times sampled from the trace's measured spread (seed {sim.seed})")
+    if any(r.collapsed for r in results):
+        notes.append("identical nodes simulated as one collapsed rank (exact without variance)")
+    for spec in _distinct_hardware(cluster):
+        notes += list(spec.notes)
+    return Prediction(workload=workload, nodes=cluster.nodes, steps=sim.steps, seed=sim.seed,
+                      results=tuple(results), notes=tuple(dict.fromkeys(notes)))
+
+
+def _distinct_ranks(cluster: Cluster) -> list[int]:
+    return [0] + [r for r, _ in cluster.overrides]
+
+
+def _distinct_hardware(cluster: Cluster) -> list[HardwareModel]:
+    seen, out = set(), []
+    for r in _distinct_ranks(cluster):
+        hw = cluster.node(r).hardware
+        if id(hw) not in seen:
+            seen.add(id(hw))
+            out.append(hw)
+    return out
+
+
+def _spans(eng: Engine) -> tuple:
+    """(rank, lane name, task name, category, step, start_s, duration_s) for every task."""
+    out = []
+    for tid, tag in enumerate(eng.tags):
+        rank, step, name, cat = tag
+        out.append((rank, eng.lanes[eng.lane_of(tid)][1], name, cat, step, eng.start[tid], eng.duration(tid)))
+    return tuple(out)

@@ -1,0 +1,186 @@
+"""The workload model: what one data-parallel rank computes per step (DESIGN §4 "Workload").
+
+A LLaMA-style model (:class:`asprof.presets.ModelConfig`, the same config `asprof.train` builds)
+and a local batch become lists of :class:`Op` — GEMMs with their shapes, memory-bound
+element-wise groups with bytes moved and kernel counts — for the forward and the backward pass
+of the model in ``asprof/train/model.py``: RMSNorm, q/k/v/o projections, rotary embeddings,
+``mx.fast.scaled_dot_product_attention`` (causal), gated SiLU MLP, tied head, cross-entropy.
+
+Counting conventions (estimates, documented in docs/simulator.md):
+
+* GEMM (m×k)·(k×n): 2mnk flop; it touches (mk + kn + mn) elements.
+* Attention: the forward is the fused kernel (QKᵀ and PV: 4·B·H·S²·d flop, full square, the
+  scores never reach memory); the backward recomputes the scores and runs 4 more score-sized
+  GEMMs, with the softmax and its gradient materialised (MLX's VJP of the fused kernel).
+* Element-wise ops: bytes are what a kernel must read and write; kernels counts follow the
+  unfused MLX graph (each at least one launch).
+* The backward pass of each linear layer is two GEMMs: dX = dY·W and dW = dYᵀ·X.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from asprof.errors import AsprofError
+from asprof.presets import ModelConfig
+from asprof.simulate.hardware import ITEMSIZE, HardwareModel
+
+KINDS = ("gemm", "attention", "elementwise", "linalg")
+
+
+@dataclass(frozen=True)
+class Op:
+    """``count`` identical operations. GEMM: (m×k)·(k×n), ``batch`` of them. Attention: a fused
+    kernel of ``flop`` touching ``bytes``. Element-wise: ``bytes`` moved by ``kernels`` kernels.
+    Linalg: ``linalg`` (eigh / qr / power_step) of an n×n matrix on the CPU stream."""
+
+    name: str
+    kind: str
+    count: int = 1
+    m: int = 0
+    n: int = 0
+    k: int = 0
+    batch: int = 1
+    bytes: float = 0.0
+    kernels: int = 1
+    flop_each: float = 0.0
+    linalg: str = ""
+    scale: float = 1.0  # linalg: fraction of the measured n×n cost (a QR of an n×k panel)
+    dtype: str = "float32"
+    device: str = "accel"  # "accel" or "cpu"
+
+    @property
+    def flop(self) -> float:
+        if self.kind == "gemm":
+            return 2.0 * self.m * self.n * self.k * self.batch * self.count
+        return self.flop_each * self.count
+
+
+def op_time(hw: HardwareModel, op: Op) -> float:
+    """Seconds for all ``op.count`` instances on ``hw``, inside one evaluated graph.
+
+    Dispatch is pipelined with execution (MLX encodes the next kernel while the last one runs),
+    so a kernel costs the larger of its work and the in-graph dispatch cost, not their sum. The
+    sync at the end of an evaluation is charged separately (``hw.launch_s`` per evaluation).
+    """
+    if op.count == 0:
+        return 0.0
+    if op.kind == "gemm":
+        one = max(hw.dispatch_s, hw.gemm_work(op.m, op.n, op.k, op.batch, op.dtype))
+    elif op.kind == "attention":
+        one = max(hw.dispatch_s, hw.flop_work(op.flop_each, op.dtype), hw.elementwise_work(op.bytes, op.device))
+    elif op.kind == "elementwise":
+        one = max(op.kernels * hw.dispatch_s, hw.elementwise_work(op.bytes, op.device))
+    elif op.kind == "linalg":
+        one = op.scale * hw.linalg_time(op.linalg, op.n)
+    else:
+        raise ValueError(f"unknown op kind {op.kind!r}")
+    return op.count * one
+
+
+def ops_time(hw: HardwareModel, ops) -> float:
+    return sum(op_time(hw, op) for op in ops)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One rank's share of a data-parallel step: ``batch`` sequences of ``seq`` tokens."""
+
+    model: ModelConfig
+    batch: int
+    seq: int
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        for f in ("batch", "seq"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise AsprofError(f"{f} must be a positive integer, got {v!r}")
+        if self.dtype not in ITEMSIZE:
+            raise AsprofError(f"dtype must be one of {', '.join(ITEMSIZE)}, got {self.dtype!r}")
+
+    @property
+    def tokens(self) -> int:
+        return self.batch * self.seq
+
+    @property
+    def itemsize(self) -> int:
+        return ITEMSIZE[self.dtype]
+
+    # -- parameters -----------------------------------------------------------------------------
+    def param_arrays(self) -> list[tuple[str, int, bool]]:
+        """(name, elements, is a KFAC layer) in the order ``tree_flatten`` gives the model's
+        parameters (embedding, per block: norms and projections, final norm, untied head), the
+        order the all-reduce buckets are filled in."""
+        cfg = self.model
+        kfac = {name: r * c for name, r, c in cfg.linear_shapes()}
+        out = [("tok_embeddings.weight", cfg.vocab * cfg.hidden, False)]
+        for i in range(cfg.layers):
+            p = f"layers.{i}"
+            out.append((f"{p}.attention_norm.weight", cfg.hidden, False))
+            out += [(f"{p}.attention.{x}_proj.weight", kfac[f"{p}.attention.{x}_proj"], True) for x in "qkvo"]
+            out.append((f"{p}.mlp_norm.weight", cfg.hidden, False))
+            out += [(f"{p}.mlp.{x}_proj.weight", kfac[f"{p}.mlp.{x}_proj"], True) for x in ("gate", "up", "down")]
+        out.append(("norm.weight", cfg.hidden, False))
+        if not cfg.tied_embeddings:
+            out.append(("output.weight", cfg.vocab * cfg.hidden, False))
+        return out
+
+    # -- compute --------------------------------------------------------------------------------
+    def forward_ops(self) -> list[Op]:
+        c, T, b, dt = self.model, self.tokens, self.itemsize, self.dtype
+        h, f, L, V = c.hidden, c.ffn, c.layers, c.vocab
+        H, d, S, B = c.heads, c.head_dim, self.seq, self.batch
+        return [
+            Op("embedding gather", "elementwise", 1, bytes=2 * T * h * b, dtype=dt),
+            Op("rms_norm", "elementwise", 2 * L + 1, bytes=2 * T * h * b, dtype=dt),
+            Op("q/k/v/o proj", "gemm", 4 * L, m=T, n=h, k=h, dtype=dt),
+            Op("rope", "elementwise", 2 * L, bytes=2 * T * h * b, dtype=dt),
+            Op("attention (fused)", "attention", L, flop_each=4.0 * B * H * S * S * d, bytes=4 * T * h * b, dtype=dt),
+            Op("gate/up proj", "gemm", 2 * L, m=T, n=f, k=h, dtype=dt),
+            Op("silu(gate)*up", "elementwise", L, bytes=8 * T * f * b, kernels=3, dtype=dt),
+            Op("down proj", "gemm", L, m=T, n=h, k=f, dtype=dt),
+            Op("residual add", "elementwise", 2 * L, bytes=3 * T * h * b, dtype=dt),
+            Op("head (tied)" if c.tied_embeddings else "head", "gemm", 1, m=T, n=V, k=h, dtype=dt),
+            Op("cross-entropy", "elementwise", 1, bytes=2 * T * V * b, kernels=5, dtype=dt),
+        ]
+
+    def backward_ops(self) -> list[Op]:
+        c, T, b, dt = self.model, self.tokens, self.itemsize, self.dtype
+        h, f, L, V = c.hidden, c.ffn, c.layers, c.vocab
+        H, d, S, B = c.heads, c.head_dim, self.seq, self.batch
+        return [
+            Op("cross-entropy grad", "elementwise", 1, bytes=3 * T * V * b, kernels=4, dtype=dt),
+            Op("head dX", "gemm", 1, m=T, n=h, k=V, dtype=dt),
+            Op("head dW", "gemm", 1, m=V, n=h, k=T, dtype=dt),
+            Op("q/k/v/o dX", "gemm", 4 * L, m=T, n=h, k=h, dtype=dt),
+            Op("q/k/v/o dW", "gemm", 4 * L, m=h, n=h, k=T, dtype=dt),
+            Op("gate/up dX", "gemm", 2 * L, m=T, n=h, k=f, dtype=dt),
+            Op("gate/up dW", "gemm", 2 * L, m=f, n=h, k=T, dtype=dt),
+            Op("down dX", "gemm", L, m=T, n=f, k=h, dtype=dt),
+            Op("down dW", "gemm", L, m=h, n=f, k=T, dtype=dt),
+            # recompute QKᵀ, then dP = dO·Vᵀ, dV = Pᵀ·dO, dQ = dS·K, dK = dSᵀ·Q
+            Op("attention scores (recompute)", "gemm", L, m=S, n=S, k=d, batch=B * H, dtype=dt),
+            Op("attention dP/dV/dQ/dK", "gemm", 4 * L, m=S, n=d, k=S, batch=B * H, dtype=dt),
+            Op("softmax + softmax grad", "elementwise", L, bytes=5 * B * H * S * S * b, kernels=6, dtype=dt),
+            Op("rms_norm grad", "elementwise", 2 * L + 1, bytes=4 * T * h * b, kernels=3, dtype=dt),
+            Op("rope grad", "elementwise", 2 * L, bytes=2 * T * h * b, dtype=dt),
+            Op("silu*up grad", "elementwise", L, bytes=10 * T * f * b, kernels=5, dtype=dt),
+            Op("gradient accumulation (branches)", "elementwise", 5 * L, bytes=3 * T * h * b, dtype=dt),
+            Op("embedding grad (scatter-add, tied sum)", "elementwise", 1,
+               bytes=(T * h + 4 * V * h) * b, kernels=3, dtype=dt),
+        ]
+
+    def model_flop(self) -> float:
+        """Forward + backward FLOPs of the model (the MFU numerator; no optimizer work)."""
+        return sum(op.flop for op in self.forward_ops() + self.backward_ops())
+
+    # -- memory ---------------------------------------------------------------------------------
+    def activation_bytes(self) -> int:
+        """Tensors kept from forward to backward, plus the backward's score-sized temporaries
+        of one layer and the logits and their gradient (an estimate; docs/simulator.md)."""
+        c, T, b = self.model, self.tokens, self.itemsize
+        h, f, L, V = c.hidden, c.ffn, c.layers, c.vocab
+        per_layer = T * (10 * h + 4 * f)  # norm in/out ×2, q,k,v (+rope), attn out, residuals; gate, up, silu, product
+        scores = 2 * self.batch * c.heads * self.seq * self.seq  # P and dS of the layer being differentiated
+        return (L * per_layer + scores + 2 * T * h + 2 * T * V) * b

@@ -1,0 +1,147 @@
+"""The hardware model fitted from traces: interpolation, launch subtraction, memory floors,
+n³ extrapolation, shared lanes, noise pools, and missing probes named in the error."""
+
+import math
+
+import pytest
+
+from asprof.errors import MissingProbeError
+from asprof.simulate.hardware import Curve, HardwareModel
+from asprof.traces import Host, Record, Timing, Trace, load_profile, profile_names
+from asprof.traces.profiles import CHIPS, CLUSTERS
+
+LAUNCH = 1e-4
+
+
+def timing(median, spread=()):
+    samples = tuple(median * f for f in (spread or (1.0,)))
+    return Timing(samples_s=samples, median_s=median, iqr_s=0.0, min_s=min(samples), mean_s=sum(samples) / len(samples),
+                  cv=0.0)
+
+
+def make_trace(accelerator="metal", probes=("blas", "launch", "membw", "linalg", "allreduce"), spread=(),
+               memory=8 * 2**30, rate=1e12, bw=1e11, alpha=2e-5, beta=2e9, name="hand", fit_origin="measured"):
+    """A small trace with exact, known figures: GEMM time = flop/rate + LAUNCH for square sizes
+    16..1024, bandwidth bw, eigh time = n³·1e-9 s, ring α/β."""
+    dev = "gpu" if accelerator != "none" else "cpu"
+    recs = []
+    if "blas" in probes:
+        for n in (16, 64, 256, 1024):
+            flop = 2.0 * n**3
+            t = flop / rate + LAUNCH
+            recs.append(Record("blas", "matmul", "mlx", dev, "float32", params={"m": n, "n": n, "k": n, "batch": 1},
+                               metrics={"flop": flop, "time_s": t, "flops_per_s": flop / t}, timing=timing(t, spread)))
+    if "launch" in probes:
+        recs.append(Record("launch", "warm", "mlx", dev, "float32", params={"op": "add"}, metrics={"latency_s": LAUNCH}))
+    if "membw" in probes:
+        for nbytes in (2**16, 2**20, 2**24):
+            moved = 3 * nbytes
+            t = moved / bw + LAUNCH
+            recs.append(Record("membw", "triad", "mlx", dev, "float32", params={"bytes": nbytes},
+                               metrics={"bytes_moved": moved, "time_s": t, "bytes_per_s": moved / t},
+                               timing=timing(t, spread)))
+    if "linalg" in probes:
+        for n in (64, 128, 256):
+            for op in ("eigh", "qr", "power_step"):
+                recs.append(Record("linalg", op, "mlx", "cpu", "float32", params={"n": n},
+                                   metrics={"time_s": n**3 * 1e-9}, timing=timing(n**3 * 1e-9, spread)))
+    if "allreduce" in probes:
+        recs.append(Record("allreduce", "fit", "mlx", "link", "float32", params={"nodes": 2},
+                           metrics={"alpha_s": alpha, "beta_Bps": beta, "r2": 1.0}, origin=fit_origin,
+                           source=None if fit_origin == "measured" else "test"))
+        for nbytes in (2**20, 2**24):
+            t = 2 * alpha + nbytes / beta
+            recs.append(Record("allreduce", "all_sum", "mlx", "link", "float32", params={"bytes": nbytes, "nodes": 2},
+                               metrics={"time_s": t}, timing=timing(t, spread)))
+    host = Host(hostname=name, os="Linux", os_release="", machine="x86_64", chip="Test chip", cores_logical=2,
+                memory_bytes=memory, accelerator=accelerator, unified_memory=accelerator == "metal")
+    return Trace(host=host, records=tuple(recs), created_utc="", asprof_version="0", name=name)
+
+
+def test_curve_interpolates_log_log_and_extrapolates():
+    c = Curve.fit([(10, 1.0), (1000, 100.0)], power=3.0)
+    assert c(10) == 1.0 and c(1000) == 100.0
+    assert c(100) == pytest.approx(10.0)  # geometric midpoint
+    assert c(1) == 1.0  # floor below the range
+    assert c(2000) == pytest.approx(800.0)  # n³ above
+    noisy = Curve.fit([(1, 5.0), (2, 3.0), (4, 8.0)])
+    assert noisy.ts == (5.0, 5.0, 8.0)  # made monotone
+    assert Curve.fit([(2, 1.0), (2, 3.0), (8, 4.0)]).ts == (2.0, 4.0)  # median of duplicates
+    with pytest.raises(ValueError):
+        Curve.fit([(0, 1.0)])
+
+
+def test_gemm_work_is_measured_time_less_one_launch_with_a_memory_floor():
+    hw = HardwareModel.from_trace(make_trace())
+    for n in (16, 64, 256, 1024):
+        assert hw.gemm_work(n, n, n) == pytest.approx(max(2.0 * n**3 / 1e12, 12.0 * n * n / 1e11), rel=1e-9)
+    # between measured sizes: throughput interpolated log-log over flop count
+    f0, f1 = 2.0 * 256**3, 2.0 * 1024**3
+    t0, t1 = f0 / 1e12 + LAUNCH, f1 / 1e12 + LAUNCH
+    f = 2.0 * 500**3
+    w = math.log(f / f0) / math.log(f1 / f0)
+    assert hw.flop_work(f) == pytest.approx(t0 * (t1 / t0) ** w - LAUNCH, rel=1e-9)
+    # a skinny GEMM is held up by its memory traffic
+    m, n, k = 1_000_000, 8, 8
+    assert hw.gemm_work(m, n, k) == pytest.approx(4 * (m * k + k * n + m * n) / 1e11, rel=1e-9)
+    assert hw.launch_s == LAUNCH and hw.dispatch_s == 0.0
+    assert any("dispatch" in n for n in hw.notes)
+
+
+def test_elementwise_linalg_link_and_peak():
+    hw = HardwareModel.from_trace(make_trace())
+    assert hw.elementwise_work(3 * 2**20) == pytest.approx(3 * 2**20 / 1e11, rel=1e-9)
+    assert hw.elementwise_work(3 * 2**20, "cpu") == pytest.approx(3 * 2**20 / 1e11, rel=1e-9)  # unified memory
+    assert hw.linalg_time("eigh", 128) == pytest.approx(128**3 * 1e-9)
+    assert hw.linalg_time("eigh", 1024) == pytest.approx(1024**3 * 1e-9)  # n³ beyond the range
+    assert hw.link() == (2e-5, 2e9) and hw.link_includes_reduction
+    peak, src = hw.peak()
+    assert peak == pytest.approx(2.0 * 1024**3 / (2.0 * 1024**3 / 1e12 + LAUNCH)) and "best measured matmul" in src
+    assert not hw.shared_lanes and hw.memory_bytes == 8 * 2**30
+
+
+def test_cpu_only_trace_shares_lanes():
+    hw = HardwareModel.from_trace(make_trace(accelerator="none"))
+    assert hw.accel_device == "cpu" and hw.shared_lanes
+    assert hw.gemm_work(64, 64, 64) == pytest.approx(max(2.0 * 64**3 / 1e12, 12 * 64 * 64 / 1e11), rel=1e-9)
+
+
+@pytest.mark.parametrize("missing, call, probe", [
+    ("blas", lambda hw: hw.gemm_work(8, 8, 8), "blas"),
+    ("launch", lambda hw: hw.launch_s, "launch"),
+    ("membw", lambda hw: hw.elementwise_work(100), "membw"),
+    ("linalg", lambda hw: hw.linalg_time("eigh", 64), "linalg"),
+    ("allreduce", lambda hw: hw.link(), "asprof probe --nodes"),
+])
+def test_missing_measurements_name_the_probe(missing, call, probe):
+    probes = tuple(p for p in ("blas", "launch", "membw", "linalg", "allreduce") if p != missing)
+    hw = HardwareModel.from_trace(make_trace(probes=probes))
+    with pytest.raises(MissingProbeError, match=probe):
+        call(hw)
+
+
+def test_link_can_be_borrowed_and_says_so():
+    donor = load_profile("m4-mini-x16-tb4")
+    hw = HardwareModel.from_trace(make_trace(probes=("blas", "launch", "membw", "linalg")), link_from=donor)
+    assert hw.link() == (5e-05, 5e9) and not hw.link_includes_reduction
+    assert any("borrowed" in n for n in hw.notes)
+
+
+def test_noise_pools_are_relative_samples():
+    hw = HardwareModel.from_trace(make_trace(spread=(0.9, 1.0, 1.3)))
+    assert set(hw.noise) == {"gemm", "elementwise", "cpu", "link"}
+    assert sorted(set(hw.noise["gemm"])) == pytest.approx([0.9, 1.0, 1.3])
+    assert HardwareModel.from_trace(make_trace()).noise == {}
+
+
+@pytest.mark.parametrize("name", profile_names())
+def test_bundled_profiles_give_back_their_roofline(name):
+    hw = HardwareModel.from_trace(load_profile(name))
+    cluster = next(c for c in CLUSTERS if c.key == name)
+    chip = CHIPS[cluster.chip]
+    for n in (64, 512, 4096):  # measured sizes of the derived curve: roofline, launch removed
+        roof = max(2.0 * n**3 / chip.gpu_fp32_flops, 12.0 * n * n / chip.membw_Bps)
+        assert hw.gemm_work(n, n, n) == pytest.approx(roof, rel=1e-9)
+    assert hw.peak()[0] == chip.gpu_fp32_flops and "peak record" in hw.peak()[1]
+    assert hw.launch_s == chip.launch_warm_s and not hw.shared_lanes
+    assert hw.alpha and hw.beta and hw.linalg_time("eigh", 256) > 0
