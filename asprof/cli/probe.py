@@ -15,9 +15,9 @@ class _Progress:
     """One updating line on a terminal (a bar over the probes + the current step); one line
     per step otherwise, so logs keep the whole story."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self.tty = stream.isatty()
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
         self.start = time.monotonic()
         self.width = 0
 

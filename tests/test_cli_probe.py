@@ -1,0 +1,102 @@
+"""`asprof probe` from the command line: bad input fails fast with one line; a run writes a
+valid trace; Ctrl-C keeps the finished probes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from asprof.cli import main
+from asprof.traces.io import load_trace
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code, err):
+    assert code != 0
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1 and "error:" in lines[0] and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["--only", "blas,nope"], "unknown probe 'nope'"),
+    (["--only", ","], "--only needs probe names"),
+    (["--nodes", "0"], "--nodes must be at least 2"),
+    (["--nodes", "1"], "--nodes must be at least 2"),
+    (["--nodes", "-3"], "--nodes must be at least 2"),
+    (["--nodes", "two"], "'two' is not a valid integer"),
+    (["--only", "allreduce"], "needs a cluster"),
+    (["--nodes", "2", "--hostfile", "h.json"], "not both"),
+    (["--hostfile", "/nonexistent/hosts.json"], "no such hostfile"),
+])
+def test_bad_input_fails_before_measuring(capsys, tmp_path, monkeypatch, argv, expect):
+    monkeypatch.chdir(tmp_path)
+    start = time.monotonic()
+    code, _, err = run_cli(capsys, "probe", *argv)
+    assert expect in one_line_error(code, err)
+    assert not (tmp_path / "traces").exists()  # nothing measured, nothing written
+    assert time.monotonic() - start < 5
+
+
+def test_unwritable_out_fails_before_measuring(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a directory")
+    code, _, err = run_cli(capsys, "probe", "--quick", "--out", str(blocker / "t.json"))
+    assert str(blocker) in one_line_error(code, err)
+    code, _, err = run_cli(capsys, "probe", "--quick", "--out", str(tmp_path))
+    assert "is a directory" in one_line_error(code, err)
+
+
+def test_a_tiny_run_writes_a_valid_trace(capsys, tmp_path):
+    out = tmp_path / "sub" / "t.json"
+    code, stdout, err = run_cli(capsys, "probe", "--level", "tiny", "--only", "linalg,membw", "--out", str(out))
+    assert code == 0, err
+    t = load_trace(out)
+    assert {r.probe for r in t.records} == {"linalg", "membw"}
+    assert t.host.blas.get("mlx") and f"wrote {out}" in stdout
+    assert "[1/2 linalg]" in err and "[2/2 membw]" in err  # progress, one line per step off a TTY
+
+
+def test_default_path_is_traces_host_utc(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, stdout, err = run_cli(capsys, "probe", "--level", "tiny", "--only", "linalg")
+    assert code == 0, err
+    (path,) = (tmp_path / "traces").glob("*.json")
+    assert path.name.endswith("Z.json") and load_trace(path).has("linalg")
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_the_finished_probes(tmp_path):
+    out = tmp_path / "t.json"
+    cmd = [sys.executable, "-c", "from asprof.cli import run; run()", "probe", "--level", "quick",
+           "--only", "linalg,blas", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # wait until linalg is on disk, blas is running
+            if out.exists() and "linalg" in json.loads(out.read_text() or "{}").get("probes", {}):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("linalg never finished")
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted; kept linalg in" in err and "Traceback" not in err
+    t = load_trace(out)
+    assert t.has("linalg") and not t.has("blas")
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]

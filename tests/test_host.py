@@ -1,0 +1,71 @@
+"""Host capture, including which BLAS MLX really calls."""
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asprof.traces.host import _classify, capture_host, mlx_blas, timing_env
+from asprof.traces.schema import Host
+
+OPENBLAS = Path("/usr/lib/x86_64-linux-gnu/openblas-pthread")
+
+
+def test_capture_host_round_trips_and_describes_this_machine():
+    h = capture_host(with_torch=False)
+    assert Host.from_dict(h.to_dict()) == h
+    assert h.os == platform.system() and h.cores_logical == os.cpu_count()
+    assert h.memory_bytes > 2**28 and h.chip
+    assert h.versions["mlx"] and h.versions["python"] == platform.python_version()
+    assert "mlx" in h.blas
+    import mlx.core as mx
+
+    assert h.accelerator == ("metal" if mx.metal.is_available() else h.accelerator)
+    if sys.platform == "linux" and not mx.metal.is_available():
+        assert h.accelerator in ("none", "cuda") and not h.unified_memory
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the Linux MLX wheel bundles the reference BLAS")
+def test_mlx_uses_the_bundled_reference_blas_without_a_preload():
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    code = "from asprof.traces.host import mlx_blas; import mlx.core; print(*mlx_blas())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    name, lib = out.split()
+    assert name == "reference" and "libblas" in lib
+
+
+@pytest.mark.skipif(not (OPENBLAS / "libblas.so.3").exists(), reason="Debian OpenBLAS not installed")
+def test_a_preloaded_openblas_is_detected():
+    env = dict(os.environ, LD_PRELOAD=f"{OPENBLAS}/libblas.so.3:{OPENBLAS}/liblapack.so.3")
+    code = ("from asprof.traces.host import capture_host; h = capture_host(with_torch=False); "
+            "print(h.blas['mlx'], h.env.get('LD_PRELOAD', ''))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    name, preload = out.split()
+    assert name == "openblas" and "openblas" in preload
+
+
+def test_blas_classification_by_path(tmp_path):
+    assert _classify("/opt/intel/mkl/lib/libmkl_rt.so") == "mkl"
+    assert _classify("/usr/lib/libopenblasp-r0.3.21.so") == "openblas"
+    assert _classify("/usr/lib/blis/libblis.so.4") == "blis"
+    d = tmp_path / "alt"
+    d.mkdir()
+    (d / "libblas.so.3").write_text("")
+    assert _classify(str(d / "libblas.so.3")) == "reference"
+    (d / "libopenblas.so.0").write_text("")
+    assert _classify(str(d / "libblas.so.3")) == "openblas"  # Debian alternatives layout
+
+
+def test_timing_env_keeps_only_variables_that_change_timings():
+    env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "2", "MLX_METAL_FAST_SYNCH": "1", "HOME": "/root",
+           "LD_PRELOAD": "x.so", "PATH": "/bin", "VECLIB_MAXIMUM_THREADS": "4"}
+    assert timing_env(env) == {"LD_PRELOAD": "x.so", "MLX_METAL_FAST_SYNCH": "1", "OMP_NUM_THREADS": "1",
+                               "OPENBLAS_NUM_THREADS": "2", "VECLIB_MAXIMUM_THREADS": "4"}
+
+
+def test_mlx_blas_in_this_process_names_a_library():
+    name, lib = mlx_blas()
+    assert name in ("reference", "openblas", "accelerate", "mkl", "blis", "flexiblas", "atlas") or lib

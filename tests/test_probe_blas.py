@@ -1,0 +1,67 @@
+"""`blas` probe at tiny sizes: records follow the trace conventions the simulator reads."""
+
+import pytest
+
+from asprof.probe import blas
+from asprof.probe.backends import DTYPES, MLXBackend, discover
+from asprof.probe.context import ProbeContext, too_slow
+from asprof.probe.harness import LEVELS, Harness
+from asprof.traces.schema import Record, Skip
+
+
+def tiny_ctx(backends, level="tiny"):
+    _, absent = discover(("mlx",))
+    return ProbeContext(level=level, harness=Harness(LEVELS["tiny"]), backends=backends, absent=absent)
+
+
+def test_flop_counts():
+    assert blas.flop("matmul", (2, 3, 4, 5)) == 2 * 2 * 3 * 4 * 5
+    assert blas.flop("matvec", (6, 7)) == 2 * 6 * 7
+    assert blas.flop("vjp", (6, 7)) == 4 * 6 * 7  # forward A·x plus vᵀA
+
+
+def test_sweeps_include_the_papers_batched_gemm_and_square_sizes():
+    full = blas.shapes("full")["matmul"]
+    assert (2000, 2000, 2000, 8) in full and (2000, 2000, 2000, 8) in blas.shapes("quick")["matmul"]
+    assert {(n, n, n, 1) for n in (64, 128, 256, 512, 1024, 2048)} <= set(full)
+    assert len(blas.shapes("quick")["matmul"]) < len(full)
+
+
+def test_tiny_run_on_mlx_cpu():
+    out = blas.run(tiny_ctx([MLXBackend("cpu")]))
+    recs = [r for r in out if isinstance(r, Record)]
+    ops = {(r.op, r.dtype) for r in recs}
+    assert ops == {(op, d) for op in ("matmul", "matvec", "vjp") for d in DTYPES}
+    for r in recs:
+        assert (r.framework, r.device, r.probe) == ("mlx", "cpu", "blas")
+        assert set(r.metrics) == {"flop", "flops_per_s", "time_s"}
+        assert r.metrics["time_s"] == r.timing.median_s
+        assert r.metrics["flops_per_s"] == pytest.approx(r.metrics["flop"] / r.metrics["time_s"])
+        if r.op == "matmul":
+            assert set(r.params) == {"m", "n", "k", "batch"}
+            assert r.metrics["flop"] == blas.flop("matmul", tuple(r.params[k] for k in ("m", "n", "k", "batch")))
+        else:
+            assert set(r.params) == {"m", "n"}
+        assert len(r.timing.samples_s) >= 2
+    assert any(r.params.get("batch", 1) > 1 for r in recs)  # the batched case ran
+    import mlx.core as mx
+
+    if not mx.metal.is_available():
+        assert any(isinstance(s, Skip) and s.device == "gpu" for s in out)
+
+
+def test_per_call_limit_skips_with_the_estimate():
+    ctx = tiny_ctx([MLXBackend("cpu")], level="quick")
+    assert not too_slow(None, None, ctx)  # the first size is always measured
+    assert too_slow(10.0, 0.1, ctx)  # a 10 s call extrapolated from a 0.1 s one
+    assert not too_slow(10.0, 0.001, ctx)  # ... but not from a latency-bound 1 ms call
+    assert not too_slow(0.1, 0.05, ctx)
+
+
+def test_measure_one_torch():
+    torch = pytest.importorskip("torch")
+    from asprof.probe.backends import TorchBackend
+
+    rec = blas.measure_one(tiny_ctx([]), TorchBackend("cpu"), "matmul", (8, 8, 8, 1), "bfloat16")
+    assert rec.framework == "torch" and rec.dtype == "bfloat16" and rec.metrics["flop"] == 2 * 8**3
+    assert torch is not None

@@ -1,0 +1,102 @@
+"""launch, membw, linalg and memory probes at tiny sizes."""
+
+import numpy as np
+import pytest
+
+from asprof.probe import launch, linalg, membw, memory
+from asprof.probe.backends import TINY_OPS, MLXBackend, discover
+from asprof.probe.context import ProbeContext
+from asprof.probe.harness import LEVELS, Harness
+from asprof.traces.schema import Record
+
+
+def tiny_ctx(backends):
+    _, absent = discover(("mlx",))
+    return ProbeContext(level="tiny", harness=Harness(LEVELS["tiny"]), backends=backends, absent=absent)
+
+
+def records(out):
+    return [r for r in out if isinstance(r, Record)]
+
+
+def test_launch_cold_from_a_fresh_process_and_warm_in_process():
+    recs = records(launch.run(tiny_ctx([MLXBackend("cpu")])))
+    assert {(r.op, r.params["op"]) for r in recs} == {(k, op) for k in ("cold", "warm") for op in TINY_OPS}
+    for r in recs:
+        assert r.metrics["latency_s"] == r.timing.median_s > 0
+        assert r.metrics["latency_s"] < 1.0  # a tiny op, not a process start-up
+    cold = [r for r in recs if r.op == "cold"]
+    assert all(r.params["processes"] == len(r.timing.samples_s) == 1 for r in cold)
+
+
+def test_launch_child_failure_is_a_reason_not_a_crash():
+    import mlx.core as mx
+
+    if mx.metal.is_available():
+        pytest.skip("needs a machine without an MLX GPU (the child must fail)")
+    reason = launch._cold_samples("mlx", "gpu", tiny_ctx([]))
+    assert isinstance(reason, str) and "child process failed" in reason and "gpu" in reason
+
+
+def test_membw_records_stream_byte_counts():
+    recs = records(membw.run(tiny_ctx([MLXBackend("cpu")])))
+    assert {r.op for r in recs} == {"copy", "triad"}
+    for r in recs:
+        arrays = 2 if r.op == "copy" else 3
+        assert r.metrics["bytes_moved"] == arrays * r.params["bytes"]
+        assert r.metrics["bytes_per_s"] == pytest.approx(r.metrics["bytes_moved"] / r.metrics["time_s"])
+
+
+def test_linalg_on_the_cpu_stream():
+    recs = records(linalg.run(tiny_ctx([MLXBackend("cpu")])))
+    assert {(r.op, r.params["n"]) for r in recs} == {(op, n) for op in linalg.OPS for n in (8, 16)}
+    for r in recs:
+        assert (r.framework, r.device, r.dtype) == ("mlx", "cpu", "float32")
+        assert r.metrics["time_s"] == r.timing.median_s and r.metrics["flop"] == linalg.flop(r.op, r.params["n"])
+
+
+def test_linalg_inputs_are_what_kpop_decomposes():
+    import mlx.core as mx
+
+    spd, q = linalg._inputs(MLXBackend("cpu"), 16)
+    s, qn = np.array(spd), np.array(q)
+    np.testing.assert_allclose(s, s.T, atol=1e-6)
+    assert np.linalg.eigvalsh(s.astype(np.float64)).min() > 0
+    np.testing.assert_allclose(qn.T @ qn, np.eye(16), atol=1e-5)
+    w, v = mx.linalg.eigh(spd, stream=mx.cpu)
+    np.testing.assert_allclose(np.array(w), np.linalg.eigvalsh(s.astype(np.float64)), rtol=1e-4, atol=1e-5)
+
+
+def test_memory_series_over_a_real_training_loop():
+    backends = [MLXBackend("cpu")]
+    try:
+        from asprof.probe.backends import TorchBackend
+
+        backends.append(TorchBackend("cpu"))
+    except ImportError:
+        pass
+    recs = records(memory.run(tiny_ctx(backends)))
+    assert len(recs) == len(backends)
+    for r in recs:
+        steps = r.params["steps"]
+        assert steps >= 50
+        assert set(r.series) == {"rss_bytes", "minor_faults", "major_faults", "step_s"}
+        assert all(len(v) == steps for v in r.series.values())
+        m = r.metrics
+        assert m["rss_growth_bytes"] == m["rss_end_bytes"] - m["rss_start_bytes"]
+        assert m["rss_peak_bytes"] == max(r.series["rss_bytes"]) > 0
+        assert m["minor_faults_per_step"] == pytest.approx(np.mean(r.series["minor_faults"][1:]))
+        assert r.timing.first_s == r.series["step_s"][0] and len(r.timing.samples_s) == steps - 1
+
+
+def test_mlx_training_loop_learns():
+    import mlx.core as mx
+
+    step, nparams = memory._mlx_loop(MLXBackend("cpu"), 8, 16, 4)
+    losses = []
+    for i in range(30):
+        out = step(i)
+        mx.eval(out)
+        losses.append(out[0].item())
+    assert nparams == 8 * 16 + 16 + 16 * 16 + 16 + 16 * 8 + 8
+    assert losses[-1] < 0.5 * losses[0]
