@@ -82,6 +82,7 @@ class KPOP(PhasedOptimizer):
         frequency: then refresh every f steps (int ≥ 1). Default 10 (the paper: 10 or 100).
         eig_method: "eigh" (full decomposition) or "power" (one QR power step). Default "eigh".
         comm: a :class:`~asprof.optimizers.comm.Communicator` for data parallel training.
+        compile: compile the element-wise Adam math (default True).
 
     State per KFAC parameter: ``m``, ``v`` (R'×C'), ``C_hat`` (C×C), ``R_hat`` (R×R),
     ``Q_C`` (C×C'), ``Q_R`` (R×R'); R' = R, C' = C for KPOP. Others: ``m``, ``v``.
@@ -102,8 +103,9 @@ class KPOP(PhasedOptimizer):
         frequency: int = 10,
         eig_method: str = "eigh",
         comm: Communicator | None = None,
+        compile: bool = True,
     ):
-        super().__init__(learning_rate, betas, eps, bias_correction, weight_decay, comm)
+        super().__init__(learning_rate, betas, eps, bias_correction, weight_decay, comm, compile)
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha < 1.0:
             raise ValueError(f"alpha (factor EMA decay) must be in [0, 1), got {alpha!r}")
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
