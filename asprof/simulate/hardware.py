@@ -169,8 +169,9 @@ class HardwareModel:
                 sources[f"gemm {dtype}"] = _origin_note(recs)
         for r in trace.probe("blas", op="peak", framework="mlx", device=accel_device):
             if r.dtype and r.metrics.get("flops_per_s"):
-                peaks[r.dtype] = (r.metrics["flops_per_s"],
-                                  f"the trace's blas peak record ({r.origin}: {r.source or 'measured'})")
+                src = r.source or "measured"
+                src = src if src.startswith(r.origin) else f"{r.origin}: {src}"
+                peaks[r.dtype] = (r.metrics["flops_per_s"], f"the trace's blas peak record ({src})")
 
         def membw_curve(device):
             recs = [r for r in trace.probe("membw", framework="mlx", device=device) if r.op in ("copy", "triad")]

@@ -362,9 +362,12 @@ def _distinct_hardware(cluster: Cluster) -> list[HardwareModel]:
 
 
 def _spans(eng: Engine) -> tuple:
-    """(rank, lane name, task name, category, step, start_s, duration_s) for every task."""
+    """(rank, lane name, task name, category, step, start_s, duration_s, on the critical path)
+    for every task."""
+    crit = set(eng.critical_path())
     out = []
     for tid, tag in enumerate(eng.tags):
         rank, step, name, cat = tag
-        out.append((rank, eng.lanes[eng.lane_of(tid)][1], name, cat, step, eng.start[tid], eng.duration(tid)))
+        out.append((rank, eng.lanes[eng.lane_of(tid)][1], name, cat, step, eng.start[tid], eng.duration(tid),
+                    tid in crit))
     return tuple(out)

@@ -1,0 +1,120 @@
+"""`asprof simulate`: predict step time, its breakdown, bytes sent and memory on N nodes."""
+
+from __future__ import annotations
+
+import click
+
+from asprof.errors import AsprofError
+
+
+def _list(kind, name):
+    def parse(ctx, param, value):
+        try:
+            return tuple(kind(x) for x in value.split(",") if x.strip())
+        except ValueError:
+            raise click.BadParameter(f"expected a comma-separated list of {name}, got {value!r}") from None
+    return parse
+
+
+def _slow(ctx, param, values):
+    out = []
+    for v in values:
+        try:
+            who, factor = v.split("=")
+            node, _, lane = who.partition(".")
+            out.append((int(node), lane or "all", float(factor)))
+        except ValueError:
+            raise click.BadParameter(f"expected NODE=FACTOR or NODE.LANE=FACTOR (lane gpu, cpu or link), got {v!r}") from None
+    return tuple(out)
+
+
+def _node_traces(ctx, param, values):
+    out = []
+    for v in values:
+        node, sep, spec = v.partition("=")
+        if not sep or not node.strip().isdigit() or not spec:
+            raise click.BadParameter(f"expected NODE=TRACE, got {v!r}")
+        out.append((int(node), spec))
+    return tuple(out)
+
+
+@click.command(help="""Predict how long a training step takes with Adam, KPOP and TopKPOP on N nodes in a
+ring, and why: a discrete-event simulation driven by a trace (docs/simulator.md).
+
+The trace is --trace (a file, or a bundled profile name such as m4-mini-x16-tb4), else the newest
+trace in ./traces, else the bundled profile of the KPOP paper's 16 × Mac mini cluster. Comma lists
+in --nodes or --sparsity run a sweep and write a plot.
+
+\b
+Examples:
+  asprof simulate --nodes 16 --sparsity 0.1
+  asprof simulate --nodes 1,2,4,8,16 --optimizer adam,kpop
+  asprof simulate --trace traces/mybox.json --model small --batch 8 --timeline tl.json
+  asprof simulate --nodes 8 --slow 3.link=2      # node 3's link at half speed""")
+@click.option("--nodes", default="16", callback=_list(int, "integers"), show_default=True,
+              help="Node count(s), e.g. 16 or 1,2,4,8,16.")
+@click.option("--sparsity", default="0.1", callback=_list(float, "numbers"), show_default=True,
+              help="TopKPOP sparsity s ∈ (0, 1], or a list.")
+@click.option("--optimizer", "optimizers", default="adam,kpop,topkpop", callback=_list(str, "names"),
+              show_default=True, help="Optimizers to simulate.")
+@click.option("--trace", default=None, help="Trace file or bundled profile name.")
+@click.option("--model", default="kpop-1.7m", show_default=True, help="Model preset or JSON model config file.")
+@click.option("--batch", default=16, type=int, show_default=True, help="Sequences per node per step.")
+@click.option("--seq", default=None, type=int, help="Sequence length [default: the model's].")
+@click.option("--dtype", default="float32", show_default=True, help="Activation/GEMM dtype.")
+@click.option("--frequency", "-f", default=10, type=int, show_default=True, help="KPOP refresh every f steps.")
+@click.option("--warmup", default=10, type=int, show_default=True, help="Refresh every step while t < warmup.")
+@click.option("--eig-method", default="eigh", show_default=True, help="eigh or power (one QR power step).")
+@click.option("--steps", default=100, type=int, show_default=True, help="Steps to simulate.")
+@click.option("--seed", default=0, type=int, show_default=True, help="Seed for the sampled task times.")
+@click.option("--no-variance", is_flag=True, help="Use median task times (no sampling).")
+@click.option("--link", default=None, help="Borrow link α/β from this trace or profile if the trace has no fit.")
+@click.option("--slow", "slowdowns", multiple=True, callback=_slow,
+              help="Slow node NODE by FACTOR (NODE=F or NODE.gpu|cpu|link=F); repeatable.")
+@click.option("--node-trace", "node_traces", multiple=True, callback=_node_traces,
+              help="Give node NODE its own trace (NODE=TRACE); repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.option("--timeline", type=click.Path(dir_okay=False), default=None,
+              help="Write a Chrome-trace JSON timeline (Perfetto) to this file.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the sweep plot [default: simulate_sweep.png for sweeps].")
+@click.option("--no-plot", is_flag=True, help="Do not write the sweep plot.")
+def command(nodes, sparsity, optimizers, trace, model, batch, seq, dtype, frequency, warmup, eig_method, steps,
+            seed, no_variance, link, slowdowns, node_traces, as_json, timeline, plot, no_plot):
+    from asprof.simulate.report import render_json, render_text
+    from asprof.simulate.session import SimulateConfig, run_simulation
+
+    cfg = SimulateConfig(nodes=nodes, sparsity=sparsity, optimizers=optimizers, trace=trace, model=model,
+                         batch=batch, seq=seq, dtype=dtype, frequency=frequency, warmup=warmup,
+                         eig_method=eig_method, steps=steps, seed=seed, variance=not no_variance, link=link,
+                         slowdowns=slowdowns, node_traces=node_traces)
+    if timeline and cfg.is_sweep:
+        raise AsprofError("--timeline needs one node count and one sparsity (not a sweep)")
+    report = run_simulation(cfg, timeline=bool(timeline))
+    plot_path = None
+    if cfg.is_sweep and not no_plot:
+        from asprof.simulate.plot import sweep_png
+
+        plot_path = _write(plot or "simulate_sweep.png", sweep_png(report))
+    if timeline:
+        from asprof.simulate.timeline import render_timeline
+
+        timeline = _write(timeline, render_timeline(report.predictions[0]))
+    if as_json:
+        click.echo(render_json(report), nl=False)
+    else:
+        click.echo(render_text(report, plot_path=plot_path, timeline_path=timeline), nl=False)
+
+
+def _write(path: str, data) -> str:
+    from pathlib import Path
+
+    try:
+        p = Path(path)
+        if isinstance(data, str):
+            p.write_text(data, encoding="utf-8")
+        else:
+            p.write_bytes(data)
+    except OSError as e:
+        raise AsprofError(f"{path}: cannot write ({e.strerror or e})") from None
+    return str(path)

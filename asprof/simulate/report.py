@@ -1,0 +1,146 @@
+"""Rendering a :class:`SimulationReport`: the text tables and the JSON document (no I/O)."""
+
+from __future__ import annotations
+
+import json
+
+from asprof.simulate.session import SimulationReport
+from asprof.simulate.summarise import BREAKDOWN
+
+_BREAKDOWN_HEAD = {"compute": "compute", "exposed_comm": "exposed comm", "optimizer_accel": "opt accel",
+                   "optimizer_cpu": "opt CPU", "refresh": "refresh"}
+
+
+def fmt_time(s: float) -> str:
+    if s == 0:
+        return "0"
+    if s >= 1.0:
+        return f"{s:.3g} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.4g} ms"
+    return f"{s * 1e6:.4g} us"
+
+
+def fmt_bytes(b: float) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(b) >= size:
+            return f"{b / size:.3g} {unit}"
+    return f"{b:.0f} B"
+
+
+def fmt_rate(x: float) -> str:
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if x >= size:
+            return f"{x / size:.3g} {unit}"
+    return f"{x:.3g}"
+
+
+def _table(rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for r in rows:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        out.append("  ".join(cells).rstrip())
+    return out
+
+
+def header(rep: SimulationReport) -> list[str]:
+    cfg, w, t = rep.config, rep.workload, rep.trace
+    kind = "measured figures" if t.measured else (
+        "published/derived figures, not measured on your machine" if t.bundled else
+        "figures of origin " + ", ".join(f"{k}: {v}" for k, v in sorted(t.origins.items())))
+    lanes = ("MLX runs on the CPU: accelerator and CPU work share one lane per node" if t.shared_lanes
+             else "accelerator and CPU are separate lanes")
+    nodes = ",".join(str(k) for k in cfg.nodes)
+    lines = [
+        f"model {rep.model.name}: {rep.model.n_params() / 1e6:.3g} M parameters; batch {w.batch} × seq {w.seq} "
+        f"per node ({w.tokens} tokens), {w.dtype}; nodes {nodes}",
+        f"trace: {t.label} ({kind}); chosen from {t.why}",
+        f"  {t.chip}, {t.memory_bytes / 2**30:.3g} GiB per node, accelerator {t.accelerator}: {lanes}",
+    ]
+    if any(o != "adam" for o in cfg.optimizers):
+        lines.append(f"schedule: {cfg.steps} steps; KPOP refresh every step while t < {cfg.warmup}, then every "
+                     f"{cfg.frequency} steps ({cfg.eig_method}); seed {cfg.seed}")
+    else:
+        lines.append(f"schedule: {cfg.steps} steps; seed {cfg.seed}")
+    return lines
+
+
+def render_text(rep: SimulationReport, plot_path: str | None = None, timeline_path: str | None = None) -> str:
+    lines = header(rep) + [""]
+    if rep.config.is_sweep:
+        rows = [["nodes", "optimizer", "mean", "p95", "tokens/s", "MFU", "sent/node/step", "memory/node"]]
+        for p in rep.predictions:
+            for r in p.results:
+                rows.append([str(p.nodes), r.label, fmt_time(r.mean_s), fmt_time(r.p95_s), fmt_rate(r.tokens_per_s),
+                             f"{100 * r.mfu:.1f}%", fmt_bytes(r.bytes_sent["total"]),
+                             fmt_bytes(r.memory_bytes["total"]) + ("" if r.fits else " (does not fit)")])
+        lines += _table(rows, right={0, 2, 3, 4, 5, 6, 7})
+    else:
+        p = rep.predictions[0]
+        rows = [["optimizer", "mean", "p50", "p95", "after warm-up", "tokens/s", "MFU", "sent/node/step",
+                 "memory/node"]]
+        for r in p.results:
+            rows.append([r.label, fmt_time(r.mean_s), fmt_time(r.p50_s), fmt_time(r.p95_s),
+                         fmt_time(r.steady_mean_s), fmt_rate(r.tokens_per_s), f"{100 * r.mfu:.1f}%",
+                         fmt_bytes(r.bytes_sent["total"]),
+                         f"{fmt_bytes(r.memory_bytes['total'])} of {fmt_bytes(r.node_memory_bytes)}"])
+        lines += _table(rows, right=set(range(1, 9)))
+        lines += ["", f"breakdown per step (critical path; the refresh amortised over {p.steps} steps):"]
+        rows = [["optimizer"] + [_BREAKDOWN_HEAD[k] for k in BREAKDOWN] + ["= step"]]
+        for r in p.results:
+            rows.append([r.label] + [fmt_time(r.breakdown_s[k]) for k in BREAKDOWN] + [fmt_time(r.mean_s)])
+        lines += _table(rows, right=set(range(1, 7)))
+        kfac = [r for r in p.results if r.name != "adam"]
+        if kfac:
+            r = kfac[0]
+            d = r.refresh_detail_s
+            lines.append(f"  refresh ({r.refreshes} of {p.steps} steps): eigh/QR on the CPU {fmt_time(d['cpu'])}, "
+                         f"factor all-reduce {fmt_time(d['factor_allreduce'])}, accelerator {fmt_time(d['accel'])} "
+                         f"per step ({r.label})")
+        if p.nodes > 1:
+            lines += ["", f"communication per node per step (ring all-reduce sends 2(K-1)/K of the payload, K = {p.nodes}):"]
+            for r in p.results:
+                b = r.bytes_sent
+                text = f"  {r.label}: gradients {fmt_bytes(b['gradients'])}"
+                if r.name != "adam":
+                    text += (f" (KFAC layers {fmt_bytes(b['kfac_gradients'])}) + factor sync "
+                             f"{fmt_bytes(b['factors_amortised'])} amortised ({fmt_bytes(b['factors_per_refresh'])} "
+                             "per refresh)")
+                lines.append(text)
+        else:
+            lines += ["", "one node: no communication"]
+        r0 = p.results[0]
+        lines += ["", f"MFU against {r0.peak_flops / 1e12:.3g} TFLOP/s {rep.workload.dtype}: {r0.peak_source}"]
+    notes = list(dict.fromkeys(n for p in rep.predictions for n in p.notes))
+    if notes:
+        lines += ["", "notes:"] + [f"  - {n}" for n in notes]
+    if rep.warnings:
+        lines += ["", "warnings:"] + [f"  - {w}" for w in rep.warnings]
+    if plot_path:
+        lines += ["", f"plot: {plot_path}"]
+    if timeline_path:
+        lines += ["", f"timeline: {timeline_path} (open it in https://ui.perfetto.dev or chrome://tracing)"]
+    return "\n".join(lines) + "\n"
+
+
+def report_dict(rep: SimulationReport, with_steps: bool = True) -> dict:
+    cfg, t = rep.config, rep.trace
+    return {
+        "schema": "asprof.simulate",
+        "version": 1,
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
+        "trace": {"label": t.label, "bundled": t.bundled, "origin": t.origin, "record_origins": t.origins,
+                  "chip": t.chip, "memory_bytes": t.memory_bytes, "accelerator": t.accelerator,
+                  "shared_lanes": t.shared_lanes, "chosen_because": t.why},
+        "model": rep.model.to_dict(),
+        "workload": {"batch": rep.workload.batch, "seq": rep.workload.seq, "dtype": rep.workload.dtype,
+                     "tokens_per_node": rep.workload.tokens, "model_flop_per_node": rep.workload.model_flop()},
+        "runs": [{"nodes": p.nodes, "steps": p.steps, "seed": p.seed, "notes": list(p.notes),
+                  "results": [r.to_dict(with_steps) for r in p.results]} for p in rep.predictions],
+        "warnings": list(rep.warnings),
+    }
+
+
+def render_json(rep: SimulationReport) -> str:
+    return json.dumps(report_dict(rep), indent=1, allow_nan=False) + "\n"

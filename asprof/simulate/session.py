@@ -1,0 +1,185 @@
+"""The edge of the simulator: configuration, loading traces and models, running the sweep.
+
+``asprof simulate`` builds a :class:`SimulateConfig` from its flags and calls
+:func:`run_simulation`, which reads the trace (``--trace``; else the newest trace in
+``./traces``; else the bundled default profile), fits the hardware model, and calls the pure
+:func:`asprof.simulate.predict.predict` once per node count of the sweep. Rendering lives in
+report.py, timeline.py and plot.py.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from asprof.errors import AsprofError
+from asprof.presets import ModelConfig, resolve_model
+from asprof.simulate.costs import EIG_METHODS, OPTIMIZERS, OptimizerSpec
+from asprof.simulate.hardware import ITEMSIZE, HardwareModel
+from asprof.simulate.predict import Cluster, NodeSpec, Prediction, SimConfig, predict
+from asprof.simulate.workload import Workload
+from asprof.traces import DEFAULT_PROFILE, load_profile, load_trace, newest_trace, profile_names
+from asprof.traces.schema import Trace
+
+LANES = ("gpu", "cpu", "link", "all")
+
+
+def _positive_int(name, v, allow_zero=False):
+    if isinstance(v, bool) or not isinstance(v, int) or v < (0 if allow_zero else 1):
+        raise AsprofError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} integer, got {v!r}")
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    """`asprof simulate`'s flags, one field each."""
+
+    nodes: tuple[int, ...] = (16,)
+    sparsity: tuple[float, ...] = (0.1,)
+    optimizers: tuple[str, ...] = OPTIMIZERS
+    trace: str | None = None  # a trace path or a bundled profile name; None: newest local, else bundled
+    model: str = "kpop-1.7m"
+    batch: int = 16  # sequences per node
+    seq: int | None = None  # default: the model's seq_len
+    dtype: str = "float32"
+    frequency: int = 10
+    warmup: int = 10
+    eig_method: str = "eigh"
+    steps: int = 100
+    seed: int = 0
+    variance: bool = True
+    link: str | None = None  # borrow α/β from this trace/profile when the trace has no fit
+    slowdowns: tuple[tuple[int, str, float], ...] = ()  # (node, lane, factor)
+    node_traces: tuple[tuple[int, str], ...] = ()  # (node, trace or profile)
+    traces_dir: str = "traces"
+
+    def __post_init__(self):
+        if not self.nodes:
+            raise AsprofError("give at least one node count")
+        for k in self.nodes:
+            if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+                raise AsprofError(f"nodes must be positive integers, got {k!r}")
+        if not self.sparsity:
+            raise AsprofError("give at least one sparsity")
+        for s in self.sparsity:
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 < s <= 1.0:
+                raise AsprofError(f"sparsity must be in (0, 1], got {s!r}")
+        if not self.optimizers:
+            raise AsprofError("give at least one optimizer")
+        for o in self.optimizers:
+            if o not in OPTIMIZERS:
+                raise AsprofError(f"unknown optimizer {o!r}; choose from {', '.join(OPTIMIZERS)}")
+        _positive_int("batch", self.batch)
+        if self.seq is not None:
+            _positive_int("seq", self.seq)
+        if self.dtype not in ITEMSIZE:
+            raise AsprofError(f"dtype must be one of {', '.join(ITEMSIZE)}, got {self.dtype!r}")
+        _positive_int("refresh frequency f", self.frequency)
+        _positive_int("warm-up", self.warmup, allow_zero=True)
+        _positive_int("steps", self.steps)
+        if self.eig_method not in EIG_METHODS:
+            raise AsprofError(f"eig method must be one of {', '.join(EIG_METHODS)}, got {self.eig_method!r}")
+        for node, lane, factor in self.slowdowns:
+            if lane not in LANES:
+                raise AsprofError(f"slow-down lane must be one of {', '.join(LANES)}, got {lane!r}")
+            if not (isinstance(factor, (int, float)) and factor > 0):
+                raise AsprofError(f"slow-down factor must be a positive number, got {factor!r}")
+        for node in [n for n, _, _ in self.slowdowns] + [n for n, _ in self.node_traces]:
+            if not 0 <= node < min(self.nodes):
+                raise AsprofError(f"node {node} does not exist with {min(self.nodes)} nodes (ranks 0..{min(self.nodes) - 1})")
+
+    @property
+    def is_sweep(self) -> bool:
+        return len(self.nodes) > 1 or len(self.sparsity) > 1
+
+
+@dataclass(frozen=True)
+class TraceInfo:
+    """Which trace drove the simulation and what kind of figures it holds."""
+
+    label: str  # "bundled profile m4-mini-x16-tb4" or the path
+    bundled: bool
+    origin: str
+    origins: dict  # record origin -> count
+    chip: str
+    memory_bytes: int
+    accelerator: str
+    shared_lanes: bool
+    why: str  # how it was chosen
+
+    @property
+    def measured(self) -> bool:
+        return set(self.origins) == {"measured"}
+
+
+@dataclass(frozen=True)
+class SimulationReport:
+    config: SimulateConfig
+    trace: TraceInfo
+    model: ModelConfig
+    workload: Workload
+    predictions: tuple[Prediction, ...]
+    warnings: tuple[str, ...] = field(default=())
+
+
+def load_trace_spec(spec: str) -> tuple[Trace, bool]:
+    """A trace path, or a bundled profile name (when no such file exists): (trace, bundled)."""
+    if not Path(spec).exists() and spec in profile_names():
+        return load_profile(spec), True
+    if not Path(spec).exists() and not spec.endswith(".json") and "/" not in spec:
+        raise AsprofError(f"{spec}: no such trace file or bundled profile (bundled: {', '.join(profile_names())})")
+    return load_trace(spec), False
+
+
+def choose_trace(cfg: SimulateConfig) -> tuple[Trace, str, bool, str]:
+    """(trace, label, bundled, why)."""
+    if cfg.trace is not None:
+        trace, bundled = load_trace_spec(cfg.trace)
+        return trace, (f"bundled profile {cfg.trace}" if bundled else cfg.trace), bundled, "--trace"
+    newest = newest_trace(cfg.traces_dir)
+    if newest is not None:
+        return load_trace(newest), str(newest), False, f"the newest trace in {cfg.traces_dir}/"
+    return (load_profile(DEFAULT_PROFILE), f"bundled profile {DEFAULT_PROFILE}", True,
+            f"no trace in {cfg.traces_dir}/ (run `asprof probe` to measure this machine)")
+
+
+def run_simulation(cfg: SimulateConfig, timeline: bool = False) -> SimulationReport:
+    trace, label, bundled, why = choose_trace(cfg)
+    link_from = load_trace_spec(cfg.link)[0] if cfg.link else None
+    hw = HardwareModel.from_trace(trace, link_from=link_from)
+    model = resolve_model(cfg.model)
+    workload = Workload(model, cfg.batch, cfg.seq or model.seq_len, cfg.dtype)
+
+    per_node: dict[int, dict] = {}
+    for node, spec in cfg.node_traces:
+        per_node.setdefault(node, {})["hardware"] = HardwareModel.from_trace(load_trace_spec(spec)[0], link_from=link_from)
+    for node, lane, factor in cfg.slowdowns:
+        d = per_node.setdefault(node, {})
+        for ln in (("gpu", "cpu", "link") if lane == "all" else (lane,)):
+            d[ln] = d.get(ln, 1.0) * factor
+
+    specs = []
+    for name in cfg.optimizers:
+        common = dict(frequency=cfg.frequency, warmup=cfg.warmup, eig_method=cfg.eig_method)
+        if name == "topkpop":
+            specs += [OptimizerSpec("topkpop", sparsity=float(s), **common) for s in cfg.sparsity]
+        else:
+            specs.append(OptimizerSpec(name, **common))
+    sim = SimConfig(steps=cfg.steps, seed=cfg.seed, variance=cfg.variance, timeline=timeline)
+    predictions = []
+    for k in cfg.nodes:
+        overrides = tuple((n, NodeSpec(d.get("hardware", hw), d.get("gpu", 1.0), d.get("cpu", 1.0), d.get("link", 1.0)))
+                          for n, d in sorted(per_node.items()))
+        predictions.append(predict(workload, specs, Cluster(k, hw, overrides), sim))
+
+    warnings = []
+    for p in predictions:
+        for r in p.results:
+            if not r.fits:
+                warnings.append(f"{r.label} on {p.nodes} nodes needs {r.memory_bytes['total'] / 2**30:.2f} GiB per node, "
+                                f"more than the node's {r.node_memory_bytes / 2**30:.2f} GiB: it will not fit "
+                                "(lower --batch or --seq, or use more memory)")
+    origins = dict(Counter(r.origin for r in trace.records))
+    info = TraceInfo(label=label, bundled=bundled, origin=trace.origin, origins=origins, chip=hw.chip,
+                     memory_bytes=hw.memory_bytes, accelerator=hw.accelerator, shared_lanes=hw.shared_lanes, why=why)
+    return SimulationReport(cfg, info, model, workload, tuple(predictions), tuple(warnings))
