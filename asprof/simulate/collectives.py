@@ -67,7 +67,9 @@ def ring_allreduce(
     steps = 2 * (K - 1)
     send_s = [n.step_s * (link_factor(i) if link_factor else 1.0) for i, n in enumerate(nodes)]
     red_s = [n.reduce_s * (cpu_factor(i) if cpu_factor else 1.0) for i, n in enumerate(nodes)]
-    task = eng.task
+    if not all(x >= 0.0 for x in send_s + red_s):  # also catches NaN
+        raise ValueError("ring step and reduction times must be >= 0")
+    task = eng.add  # deps below are ids just returned by the engine
     prev_send: list[int] = [-1] * P  # each rank's last send
     prev_red: list[int] = [-1] * P  # each rank's last reduction
     for s in range(steps):

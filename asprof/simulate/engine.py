@@ -71,6 +71,21 @@ class Engine:
         self.tags.append(tag)
         return tid
 
+    def add(self, lane: int, duration: float, deps: list[int], tag: Any = None) -> int:
+        """:meth:`task` without the argument checks, for graph builders whose lanes, durations
+        and dependencies are known to be valid (they come from :meth:`lane` / :meth:`task` /
+        :meth:`add` and the cost model). About twice as fast; the simulator builds ~10⁵ tasks."""
+        tid = len(self._dur)
+        succ = self._succ
+        for d in deps:
+            succ[d].append(tid)
+        self._dur.append(duration)
+        self._lane.append(lane)
+        succ.append([])
+        self._npred.append(len(deps))
+        self.tags.append(tag)
+        return tid
+
     def __len__(self) -> int:
         return len(self._dur)
 
@@ -155,8 +170,7 @@ class Engine:
         if not self._dur:
             return []
         if last is None:
-            end = self.end
-            last = max(range(len(end)), key=lambda i: (end[i], -i))
+            last = self.end.index(max(self.end))  # the lowest id among the last to end
         path = []
         tid = last
         while tid != -1:

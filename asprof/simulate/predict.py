@@ -7,13 +7,14 @@ the critical-path breakdown, bytes sent, memory, tokens/s and MFU (summarise.py)
 
 Per rank and step (kpop_contract.md; lanes per DESIGN §4):
 
-    gpu:  forward → backward → [KFAC factors → factor EMA]
-    refresh steps:  [pack → ring all-reduce of Ĉ, R̂ → unpack] → cpu: eigh per factor → gpu: signs
+    gpu:  forward → backward → [KFAC factors]
+    refresh steps:  gpu: factor EMA → [pack → ring all-reduce of Ĉ, R̂ → unpack] → cpu: eigh per
+                    factor → gpu: signs     (evaluated on its own: nothing overlaps it)
     gpu:  [TopKPOP projection] → pack → ring all-reduce of the gradients (link + cpu) → unpack
-    gpu:  optimizer update
+    gpu:  optimizer update; on other steps the factor EMA runs on the gpu during the ring
 
-and the next step's forward waits for the update. Nothing overlaps the refresh or the gradient
-all-reduce, because the implementation evaluates them before the update (contract steps 3-4).
+and the next step's forward waits for the end of the step. The gradient all-reduce waits for
+the whole backward pass (the implementation all-reduces after value_and_grad, contract step 4).
 
 Variance: each task's time is multiplied by a factor drawn (seeded) from the measured spread of
 its kind of work — the trace's timing samples divided by their median, pooled per category
@@ -228,7 +229,7 @@ def _simulate(workload: Workload, spec: OptimizerSpec, cluster: Cluster, sim: Si
         cpu.append(gpu[-1] if shared else eng.lane(r, "cpu"))
         link.append(eng.lane(r, "link") if K > 1 else -1)
     P = len(ranks)
-    task = eng.task
+    task = eng.add  # every dependency below is an id the engine just returned
     grad_buckets = buckets(list(plan.grad_arrays), spec.bucket_bytes)
     factor_buckets = buckets(list(plan.factor_arrays), spec.bucket_bytes)
     update_noise = "gemm" if spec.kfac else "elementwise"
@@ -258,16 +259,19 @@ def _simulate(workload: Workload, spec: OptimizerSpec, cluster: Cluster, sim: Si
     step_last: list[list[int]] = []
     first_refresh_done = False
     for t in range(sim.steps):
-        cur = []
+        refresh = spec.refresh_due(t)
+        cur, grads = [], []
         for i, r in enumerate(ranks):
             c, smp = costs[i], samplers[i]
             x = task(gpu[i], c.fwd * smp("gemm"), prev[i], (r, t, "forward", "compute"))
             x = task(gpu[i], c.bwd * smp("gemm"), [x], (r, t, "backward", "compute"))
             if spec.kfac:
                 x = task(gpu[i], c.factors * smp("gemm"), [x], (r, t, "KFAC factors", "opt_accel"))
+            grads.append(x)
+            if spec.kfac and refresh:  # the refresh evaluates the EMA first
                 x = task(gpu[i], c.ema * smp("elementwise"), [x], (r, t, "factor EMA", "opt_accel"))
             cur.append([x])
-        if spec.refresh_due(t):
+        if refresh:
             if K > 1:
                 cur = allreduce(t, factor_buckets, cur, "factor all-reduce", "refresh_comm")
             power = spec.eig_method == "power" and first_refresh_done
@@ -287,6 +291,13 @@ def _simulate(workload: Workload, spec: OptimizerSpec, cluster: Cluster, sim: Si
                    for i, r in enumerate(ranks)]
         if K > 1:
             cur = allreduce(t, grad_buckets, cur, "gradient all-reduce", "comm")
+        if spec.kfac and not refresh:
+            # The EMA is in the same lazy graph as the all-reduce and the update but feeds neither;
+            # MLX reaches it after them (mx.eval(loss, parameters, state)), so it runs on the
+            # accelerator while the ring runs on the links and CPUs, and the step waits for it.
+            for i, r in enumerate(ranks):
+                cur[i] = cur[i] + [task(gpu[i], costs[i].ema * samplers[i]("elementwise"), [grads[i]],
+                                        (r, t, "factor EMA", "opt_accel"))]
         last = []
         for i, r in enumerate(ranks):
             u = task(gpu[i], costs[i].update * samplers[i](update_noise), cur[i], (r, t, "optimizer update", "opt_accel"))
