@@ -23,6 +23,7 @@ class TrainConfig:
     model: str = DEFAULT_MODEL        # preset name or JSON model config; vocab is set to 256 (bytes)
     batch: int = 8                    # global batch, sequences (split over the ranks)
     seq: int | None = None            # None: the preset's seq_len
+    vocab: int = VOCAB                # bytes use ids < 256; a larger vocab only reproduces a head's cost
     sparsity: float = 0.1             # TopKPOP s
     frequency: int = 10               # refresh every f steps after warm-up
     warmup: int = 10                  # refresh every step while t < warmup
@@ -58,6 +59,8 @@ class TrainConfig:
                 bad(name, f"must be a non-negative integer, got {v!r}")
         if self.seq is not None and (not isinstance(self.seq, int) or self.seq <= 1):
             bad("seq", f"must be an integer > 1, got {self.seq!r}")
+        if isinstance(self.vocab, bool) or not isinstance(self.vocab, int) or self.vocab < VOCAB:
+            bad("vocab", f"must be an integer >= {VOCAB} (byte-level tokens), got {self.vocab!r}")
         if self.lr is not None and not self.lr > 0:
             bad("lr", f"must be > 0, got {self.lr!r}")
         if not 0.0 < self.sparsity <= 1.0:
@@ -90,9 +93,9 @@ class TrainConfig:
         return self.nodes > 1 or self.hostfile is not None
 
     def model_config(self) -> ModelConfig:
-        """The model: the preset with byte-level vocabulary (256) and this run's sequence length."""
+        """The model: the preset with this run's vocabulary (256: bytes) and sequence length."""
         base = resolve_model(self.model)
-        return base.with_overrides(vocab=VOCAB, seq_len=self.seq)
+        return base.with_overrides(vocab=self.vocab, seq_len=self.seq)
 
     @property
     def seq_len(self) -> int:

@@ -1,0 +1,106 @@
+"""Validation loss of Adam, KPOP and TopKPOP (s = 1, 0.5, 0.1) after the same number of steps on
+the default corpus, with learning rates picked by a small sweep (recorded in the output).
+
+1. Sweep: each optimizer in --sweep trains --sweep-steps steps at every rate in --lrs; the rate with
+   the lowest validation loss wins. TopKPOP takes KPOP's rate (same update scale; a sweep per
+   sparsity would triple the cost).
+2. Final: every configuration trains --steps steps from the same seed on the same batches.
+Constant learning rate, no weight decay, default betas (0.9, 0.999), α = 0.95, warm-up 10, f = 10.
+
+    python benchmarks/bench_optimizers_loss.py --out runs/bench_loss.json
+
+On Linux, preload OpenBLAS (MLX's CPU wheel links the reference BLAS):
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3:/usr/lib/x86_64-linux-gnu/openblas-pthread/liblapack.so.3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from asprof.train.config import TrainConfig
+from asprof.train.data import load_corpus
+from asprof.train.loop import train_process
+from asprof.train.model import n_params
+from asprof.train.result import combine
+
+
+def parse():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="small")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--sweep-steps", type=int, default=80)
+    ap.add_argument("--lrs", default="3e-3,1e-2,3e-2")
+    ap.add_argument("--sweep", default="adam,kpop", help="optimizers whose rate is swept")
+    ap.add_argument("--eval-batches", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="write every run's numbers to this JSON file")
+    return ap.parse_args()
+
+
+def run(config, corpus, log):
+    t = time.monotonic()
+    record = train_process(config, None, corpus)
+    result = combine(config, [record.to_dict()], corpus.describe(), 0)
+    row = {"optimizer": config.optimizer, "sparsity": config.sparsity if config.optimizer == "topkpop" else None,
+           "lr": config.learning_rate, "steps": config.steps, "val_loss": result.final_val_loss,
+           "train_loss_last10": sum(result.losses[-10:]) / len(result.losses[-10:]),
+           "step_time_mean_s": result.summary["step_time_mean_s"], "wall_s": time.monotonic() - t}
+    log(f"  {label(row):<18} lr {row['lr']:<7g} steps {row['steps']:>4}  val {row['val_loss']:.4f}  "
+        f"train(last 10) {row['train_loss_last10']:.4f}  {row['step_time_mean_s'] * 1e3:.0f} ms/step  ({row['wall_s']:.0f} s)")
+    return row
+
+
+def label(row):
+    return row["optimizer"] + (f" s={row['sparsity']:g}" if row["sparsity"] is not None else "")
+
+
+def main():
+    a = parse()
+
+    def log(msg):
+        print(msg, flush=True)
+
+    corpus = load_corpus()
+    base = TrainConfig(model=a.model, batch=a.batch, seq=a.seq, seed=a.seed, eval_batches=a.eval_batches,
+                       steps=a.sweep_steps)
+    from asprof.train.model import LLaMA
+
+    cfg = base.model_config()
+    log(f"model {cfg.name} ({n_params(LLaMA(cfg)) / 1e6:.2f} M params), batch {a.batch} x {a.seq}, "
+        f"data {corpus.source} [{corpus.fingerprint}], validation {a.eval_batches} x {a.batch} windows")
+    lrs = [float(x) for x in a.lrs.split(",")]
+    t0 = time.monotonic()
+    sweep, best = [], {}
+    log(f"\nsweep ({a.sweep_steps} steps each):")
+    for opt in a.sweep.split(","):
+        rows = [run(replace(base, optimizer=opt, lr=lr, sparsity=1.0), corpus, log) for lr in lrs]
+        sweep += rows
+        best[opt] = min(rows, key=lambda r: r["val_loss"])["lr"]
+    best.setdefault("topkpop", best.get("kpop", lrs[0]))
+    log(f"picked: {', '.join(f'{k} {v:g}' for k, v in best.items())}")
+    final = []
+    log(f"\nfinal ({a.steps} steps each):")
+    for opt, s in (("adam", 1.0), ("kpop", 1.0), ("topkpop", 1.0), ("topkpop", 0.5), ("topkpop", 0.1)):
+        final.append(run(replace(base, optimizer=opt, sparsity=s, lr=best.get(opt, best["kpop"]), steps=a.steps),
+                         corpus, log))
+    log(f"\ntotal {time.monotonic() - t0:.0f} s\n")
+    log("| optimizer | lr | validation loss | train loss (last 10 steps) | ms / step |")
+    log("|---|---|---|---|---|")
+    for r in final:
+        log(f"| {label(r)} | {r['lr']:g} | {r['val_loss']:.4f} | {r['train_loss_last10']:.4f} | "
+            f"{r['step_time_mean_s'] * 1e3:.0f} |")
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps({"args": vars(a), "argv": sys.argv, "corpus": corpus.describe(),
+                                           "sweep": sweep, "picked": best, "final": final}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
