@@ -127,11 +127,26 @@ def test_link_can_be_borrowed_and_says_so():
     assert any("borrowed" in n for n in hw.notes)
 
 
-def test_noise_pools_are_relative_samples():
+def test_noise_pools_are_relative_samples_by_duration():
     hw = HardwareModel.from_trace(make_trace(spread=(0.9, 1.0, 1.3)))
     assert set(hw.noise) == {"gemm", "elementwise", "cpu", "link"}
-    assert sorted(set(hw.noise["gemm"])) == pytest.approx([0.9, 1.0, 1.3])
+    medians = [m for m, _ in hw.noise["gemm"]]
+    assert medians == sorted(medians) and len(medians) == 4
+    for _, rel in hw.noise["gemm"]:
+        assert rel == pytest.approx((0.9, 1.0, 1.3))
     assert HardwareModel.from_trace(make_trace()).noise == {}
+
+
+def test_sampler_takes_the_spread_of_the_nearest_measurement():
+    import numpy as np
+
+    from asprof.simulate.predict import _Sampler
+
+    pools = {"gemm": ((1e-3, (1.0, 1.0)), (1.0, (2.0, 2.0)))}
+    smp = _Sampler(pools, np.random.default_rng(0))
+    assert smp("gemm", 2e-3) == pytest.approx(2e-3)  # nearest: the 1 ms measurement
+    assert smp("gemm", 0.5) == pytest.approx(1.0)  # nearest: the 1 s measurement (factor 2)
+    assert smp("link", 0.5) == 0.5 and _Sampler(pools, None)("gemm", 0.5) == 0.5
 
 
 @pytest.mark.parametrize("name", profile_names())

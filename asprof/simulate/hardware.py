@@ -90,13 +90,15 @@ def _time_of(r: Record) -> float | None:
     return None
 
 
-def _rel_samples(records) -> tuple[float, ...]:
-    """Each timed record's samples divided by its median: the measured spread, pooled."""
+def _rel_samples(records) -> tuple[tuple[float, tuple[float, ...]], ...]:
+    """(median, samples / median) of each timed record, by increasing median: the measured
+    spread of each measurement, kept apart so a task can take the spread of the measurement
+    closest to it in duration (a 20 ms phase fluctuates like a 20 ms op, not like a 20 us one)."""
     out = []
     for r in records:
         if r.timing is not None and r.timing.median_s > 0 and len(r.timing.samples_s) > 1:
-            out += [s / r.timing.median_s for s in r.timing.samples_s]
-    return tuple(out)
+            out.append((r.timing.median_s, tuple(s / r.timing.median_s for s in r.timing.samples_s)))
+    return tuple(sorted(out))
 
 
 def _origin_note(records) -> str:
@@ -126,7 +128,7 @@ class HardwareModel:
     # then takes them out of the link time so that they are not counted twice (predict.py).
     link_includes_reduction: bool = False
     peaks: dict = field(default_factory=dict)  # dtype -> (flops_per_s, description)
-    noise: dict = field(default_factory=dict)  # category -> relative samples
+    noise: dict = field(default_factory=dict)  # category -> ((median_s, relative samples), ...)
     origin: str = "measured"
     sources: dict = field(default_factory=dict)  # what -> origin/source description
     notes: tuple[str, ...] = ()

@@ -24,6 +24,7 @@ deterministic. Identical nodes without variance are simulated as one collapsed r
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -120,24 +121,33 @@ class Prediction:
 
 
 class _Sampler:
-    """Seeded multiplicative noise per category, drawn in blocks from the measured spread."""
+    """Seeded multiplicative noise: ``sampler(category, d)`` is ``d`` times a factor drawn from
+    the relative spread of the trace's measurement of that category closest to ``d`` in
+    duration (log scale); factors are drawn in blocks for speed. Without an rng it returns d."""
 
-    BLOCK = 1024
+    BLOCK = 256
 
     def __init__(self, pools: dict, rng: np.random.Generator | None):
-        self.pools = {k: np.asarray(v, dtype=float) for k, v in pools.items()} if rng is not None else {}
+        self.pools = pools if rng is not None else {}
         self.rng = rng
-        self.buf: dict[str, list[float]] = {}
+        self.bufs: dict = {}
 
-    def __call__(self, category: str) -> float:
+    def factor(self, category: str, duration: float) -> float:
         pool = self.pools.get(category)
-        if pool is None:
+        if not pool or duration <= 0:
             return 1.0
-        buf = self.buf.get(category)
-        if not buf:
-            buf = self.rng.choice(pool, self.BLOCK).tolist()
-            self.buf[category] = buf
-        return buf.pop()
+        key = (category, duration)
+        buf = self.bufs.get(key)
+        if buf is None:
+            medians = np.log([m for m, _ in pool])
+            samples = pool[int(np.argmin(np.abs(medians - math.log(duration))))][1]
+            buf = self.bufs[key] = [np.asarray(samples), []]
+        if not buf[1]:
+            buf[1] = self.rng.choice(buf[0], self.BLOCK).tolist()
+        return buf[1].pop()
+
+    def __call__(self, category: str, duration: float) -> float:
+        return duration * self.factor(category, duration) if self.pools else duration
 
 
 @dataclass
@@ -239,18 +249,21 @@ def _simulate(workload: Workload, spec: OptimizerSpec, cluster: Cluster, sim: Si
         prev = [[] for _ in range(P)]
         unpacked = [[] for _ in range(P)]
         for b, size in enumerate(sizes):
-            packs = [[task(gpu[i], costs[i].copy_s(size) * samplers[i]("elementwise"), ready[i] + prev[i],
+            packs = [[task(gpu[i], samplers[i]("elementwise", costs[i].copy_s(size)), ready[i] + prev[i],
                            (r, t, f"{name}: pack bucket {b}", cat))] for i, r in enumerate(ranks)]
             nodes = []
             for i, r in enumerate(ranks):
                 step_s, red_s = costs[i].ring(size, K)
                 nodes.append(RingNode(link[i], cpu[i], step_s, red_s,
                                       (r, t, f"{name}: ring send", cat), (r, t, f"{name}: ring reduce", cat)))
+            steps = 2 * (K - 1)  # a collective's whole duration picks the all_sum measurement
             done = ring_allreduce(eng, nodes, K, packs,
-                                  link_factor=(lambda i: samplers[i]("link")) if noisy else None,
-                                  cpu_factor=(lambda i: samplers[i]("elementwise")) if noisy else None)
+                                  link_factor=(lambda i: samplers[i].factor("link", steps * nodes[i].step_s))
+                                  if noisy else None,
+                                  cpu_factor=(lambda i: samplers[i].factor("elementwise", nodes[i].reduce_s))
+                                  if noisy else None)
             for i, r in enumerate(ranks):
-                unpacked[i].append(task(gpu[i], costs[i].copy_s(size) * samplers[i]("elementwise"), done[i],
+                unpacked[i].append(task(gpu[i], samplers[i]("elementwise", costs[i].copy_s(size)), done[i],
                                         (r, t, f"{name}: unpack bucket {b}", cat)))
             prev = done
         return unpacked
@@ -263,13 +276,13 @@ def _simulate(workload: Workload, spec: OptimizerSpec, cluster: Cluster, sim: Si
         cur, grads = [], []
         for i, r in enumerate(ranks):
             c, smp = costs[i], samplers[i]
-            x = task(gpu[i], c.fwd * smp("gemm"), prev[i], (r, t, "forward", "compute"))
-            x = task(gpu[i], c.bwd * smp("gemm"), [x], (r, t, "backward", "compute"))
+            x = task(gpu[i], smp("gemm", c.fwd), prev[i], (r, t, "forward", "compute"))
+            x = task(gpu[i], smp("gemm", c.bwd), [x], (r, t, "backward", "compute"))
             if spec.kfac:
-                x = task(gpu[i], c.factors * smp("gemm"), [x], (r, t, "KFAC factors", "opt_accel"))
+                x = task(gpu[i], smp("gemm", c.factors), [x], (r, t, "KFAC factors", "opt_accel"))
             grads.append(x)
             if spec.kfac and refresh:  # the refresh evaluates the EMA first
-                x = task(gpu[i], c.ema * smp("elementwise"), [x], (r, t, "factor EMA", "opt_accel"))
+                x = task(gpu[i], smp("elementwise", c.ema), [x], (r, t, "factor EMA", "opt_accel"))
             cur.append([x])
         if refresh:
             if K > 1:
@@ -278,16 +291,16 @@ def _simulate(workload: Workload, spec: OptimizerSpec, cluster: Cluster, sim: Si
             for i, r in enumerate(ranks):
                 c, smp = costs[i], samplers[i]
                 if power:  # M·Q on the accelerator, QR on the CPU, Rayleigh sort on the accelerator
-                    x = task(gpu[i], c.power_pre * smp("gemm"), cur[i], (r, t, "power step M·Q", "refresh_accel"))
-                    x = task(cpu[i], c.power_cpu * smp("cpu"), [x], (r, t, "power step QR", "refresh_cpu"))
-                    x = task(gpu[i], c.power_post * smp("gemm"), [x], (r, t, "Rayleigh sort + signs", "refresh_accel"))
+                    x = task(gpu[i], smp("gemm", c.power_pre), cur[i], (r, t, "power step M·Q", "refresh_accel"))
+                    x = task(cpu[i], smp("cpu", c.power_cpu), [x], (r, t, "power step QR", "refresh_cpu"))
+                    x = task(gpu[i], smp("gemm", c.power_post), [x], (r, t, "Rayleigh sort + signs", "refresh_accel"))
                 else:
-                    x = task(cpu[i], c.eig_cpu * smp("cpu"), cur[i], (r, t, "eigh (CPU stream)", "refresh_cpu"))
-                    x = task(gpu[i], c.eig_accel * smp("elementwise"), [x], (r, t, "eigenvector signs", "refresh_accel"))
+                    x = task(cpu[i], smp("cpu", c.eig_cpu), cur[i], (r, t, "eigh (CPU stream)", "refresh_cpu"))
+                    x = task(gpu[i], smp("elementwise", c.eig_accel), [x], (r, t, "eigenvector signs", "refresh_accel"))
                 cur[i] = [x]
             first_refresh_done = True
         if spec.name == "topkpop":
-            cur = [[task(gpu[i], costs[i].project * samplers[i]("gemm"), cur[i], (r, t, "project G' = Q_Rᵀ G Q_C", "opt_accel"))]
+            cur = [[task(gpu[i], samplers[i]("gemm", costs[i].project), cur[i], (r, t, "project G' = Q_Rᵀ G Q_C", "opt_accel"))]
                    for i, r in enumerate(ranks)]
         if K > 1:
             cur = allreduce(t, grad_buckets, cur, "gradient all-reduce", "comm")
@@ -296,11 +309,11 @@ def _simulate(workload: Workload, spec: OptimizerSpec, cluster: Cluster, sim: Si
             # MLX reaches it after them (mx.eval(loss, parameters, state)), so it runs on the
             # accelerator while the ring runs on the links and CPUs, and the step waits for it.
             for i, r in enumerate(ranks):
-                cur[i] = cur[i] + [task(gpu[i], costs[i].ema * samplers[i]("elementwise"), [grads[i]],
+                cur[i] = cur[i] + [task(gpu[i], samplers[i]("elementwise", costs[i].ema), [grads[i]],
                                         (r, t, "factor EMA", "opt_accel"))]
         last = []
         for i, r in enumerate(ranks):
-            u = task(gpu[i], costs[i].update * samplers[i](update_noise), cur[i], (r, t, "optimizer update", "opt_accel"))
+            u = task(gpu[i], samplers[i](update_noise, costs[i].update), cur[i], (r, t, "optimizer update", "opt_accel"))
             prev[i] = [u]
             last.append(u)
         step_last.append(last)
