@@ -15,8 +15,9 @@ comm.py, kfac.py) phase by phase:
 4. gradient all-reduce (K > 1), bucketed like ``mlx.nn.average_gradients`` (32 MiB): every
    gradient (Adam, KPOP); TopKPOP first projects G' = Q_Rᵀ G Q_C (R'×C', Eq. 14) and sends that
    plus the Adam-routed gradients;
-5. the update: Adam for embedding/head/norms; KPOP rotates (2 GEMMs), runs Adam on R×C and
-   rotates back (2 GEMMs, Eq. 7-12); TopKPOP runs Adam on R'×C' and projects back (2 GEMMs).
+5. the update: Adam (one compiled element-wise kernel, then w + Δ) for embedding/head/norms;
+   KPOP rotates (2 GEMMs), runs Adam on R×C and rotates back (2 GEMMs, Eq. 7-12); TopKPOP runs
+   Adam on R'×C' and projects back (2 GEMMs).
 
 State per KFAC layer (float32): KPOP m, v + Ĉ, R̂ + Q_C, Q_R = 2RC + 2R² + 2C²; TopKPOP
 2R'C' + R² + C² + RR' + CC', with R' = ⌈√s·R⌉, C' = ⌈√s·C⌉ (§3.1.1, Eq. 13-15).
@@ -34,8 +35,11 @@ OPTIMIZERS = ("adam", "kpop", "topkpop")
 EIG_METHODS = ("eigh", "power")
 BUCKET_BYTES = 32 * 1024**2  # mlx.nn.average_gradients' all_reduce_size, and our Communicator's
 STATE_BYTES = 4  # optimizer state, factors and bases are float32 (asprof/optimizers/kpop.py)
-ADAM_KERNELS = 14  # kernels of the unfused MLX Adam update of one array (moments, bias correction, step)
-ADAM_BYTES = 7  # arrays an ideal fused Adam touches per element: read w, g, m, v; write w, m, v
+# The Adam math is one mx.compile'd kernel (base.py adam_step_compiled, compile=True by default):
+# it reads g, m, v and writes m, v and the step Δ. A plain parameter then takes one more kernel,
+# w + Δ (reads w, Δ; writes w); a KFAC layer's Δ' goes through the back-rotation GEMMs first.
+ADAM_ARRAYS = 6  # arrays the fused Adam kernel touches per element
+STEP_ARRAYS = 3  # w ← w + Δ
 
 
 def reduced_dim(n: int, sparsity: float) -> int:
@@ -135,8 +139,10 @@ class StepPlan:
         return sum(self.factor_arrays)
 
 
-def _adam(name: str, elements: int, count: int = 1) -> Op:
-    return Op(f"adam {name}", "elementwise", count, bytes=ADAM_BYTES * elements * STATE_BYTES, kernels=ADAM_KERNELS)
+def _adam(name: str, elements: int, with_step: bool = True) -> Op:
+    """The compiled Adam kernel on ``elements`` (plus w ← w + Δ when ``with_step``)."""
+    arrays = ADAM_ARRAYS + (STEP_ARRAYS if with_step else 0)
+    return Op(f"adam {name}", "elementwise", 1, bytes=arrays * elements * STATE_BYTES, kernels=2 if with_step else 1)
 
 
 def plan_step(workload: Workload, spec: OptimizerSpec, nodes: int) -> StepPlan:
@@ -191,14 +197,14 @@ def plan_step(workload: Workload, spec: OptimizerSpec, nodes: int) -> StepPlan:
             project += [Op("project Q_Rᵀ·G", "gemm", 1, m=r2, n=c, k=r), Op("project ·Q_C", "gemm", 1, m=r2, n=c2, k=c)]
             grad_arrays.append(r2 * c2 * STATE_BYTES)
             kfac_grad += r2 * c2 * STATE_BYTES
-            update += [_adam(name, r2 * c2),
+            update += [_adam(name, r2 * c2, with_step=False),
                        Op("back-project Q_R·ΔW'", "gemm", 1, m=r, n=c2, k=r2),
                        Op("back-project ·Q_Cᵀ", "gemm", 1, m=r, n=c, k=c2)]
         else:
             grad_arrays.append(r * c * STATE_BYTES)
             kfac_grad += r * c * STATE_BYTES
             update += [Op("rotate Q_Rᵀ·G", "gemm", 1, m=r, n=c, k=r), Op("rotate ·Q_C", "gemm", 1, m=r, n=c, k=c),
-                       _adam(name, r * c),
+                       _adam(name, r * c, with_step=False),
                        Op("rotate back Q_R·ΔW'", "gemm", 1, m=r, n=c, k=r), Op("rotate back ·Q_Cᵀ", "gemm", 1, m=r, n=c, k=c)]
         update.append(Op("weight += ΔW", "elementwise", 1, bytes=3 * r * c * STATE_BYTES))
         memory["optimizer_state"] += 2 * r2 * c2 * STATE_BYTES
