@@ -45,7 +45,9 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     hw = HardwareModel.from_trace(load_profile(DEFAULT_PROFILE))
-    noisy = replace(hw, noise={k: (0.9, 0.97, 1.0, 1.0, 1.02, 1.1, 1.4) for k in ("gemm", "elementwise", "cpu", "link")})
+    spread = (0.9, 0.97, 1.0, 1.0, 1.02, 1.1, 1.4)  # (median_s, relative samples) per "measurement"
+    noisy = replace(hw, noise={k: tuple((m, spread) for m in (1e-5, 1e-3, 1e-1))
+                               for k in ("gemm", "elementwise", "cpu", "link")})
     wl = Workload(PRESETS["kpop-1.7m"], 16, 1024)
     cases = [
         ("K=16 x 100 steps x 3 optimizers, every rank", 1.0, lambda: predict(wl, SPECS, Cluster(16, hw),
