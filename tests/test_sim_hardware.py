@@ -140,7 +140,7 @@ def test_noise_pools_are_relative_samples_by_duration():
 def test_sampler_takes_the_spread_of_the_nearest_measurement():
     import numpy as np
 
-    from asprof.simulate.predict import _Sampler
+    from asprof.simulate.steps import _Sampler
 
     pools = {"gemm": ((1e-3, (1.0, 1.0)), (1.0, (2.0, 2.0)))}
     smp = _Sampler(pools, np.random.default_rng(0))

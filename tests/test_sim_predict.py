@@ -224,3 +224,17 @@ def test_step_time_does_not_decrease_with_bytes_on_the_wire(K, nbytes, grow):
     alpha, beta = hw.link()
     red = lambda S: hw.elementwise_work(3 * S / K, "cpu")  # noqa: E731
     assert ring_time(K, nbytes * grow, alpha, beta, red(nbytes * grow)) >= ring_time(K, nbytes, alpha, beta, red(nbytes))
+
+
+def test_buckets_are_all_reduced_one_after_another():
+    K = 4
+    one = run(K, [OptimizerSpec("adam")], timeline=True, collapse="never").results[0]
+    arrays = len(WL.param_arrays())
+    each = run(K, [OptimizerSpec("adam", bucket_bytes=1)], timeline=True, collapse="never").results[0]
+    sends = lambda r: sum(1 for s in r.spans if s[0] == 0 and s[4] == 0 and s[2].endswith("ring send"))  # noqa: E731
+    assert sends(one) == 2 * (K - 1) and sends(each) == arrays * 2 * (K - 1)
+    alpha, _ = HW.link()
+    # every extra bucket pays the ring's 2(K−1) latencies at least
+    assert each.mean_s - one.mean_s >= (arrays - 1) * 2 * (K - 1) * alpha * (1 - 1e-9)
+    assert each.bytes_sent == one.bytes_sent
+

@@ -95,18 +95,24 @@ class OptimizerSpec:
         return [t for t in range(steps) if self.refresh_due(t)]
 
 
-def buckets(array_bytes: list[int], bucket_bytes: int) -> list[int]:
-    """Bucket sizes in bytes, filled like the Communicator (and average_gradients): arrays in
-    order until a bucket reaches at least ``bucket_bytes``; the last one may be smaller."""
-    out, size = [], 0
+def bucket_arrays(array_bytes: list[int], bucket_bytes: int) -> list[list[int]]:
+    """The arrays' sizes grouped into buckets like the Communicator (and average_gradients):
+    arrays in order until a bucket holds at least ``bucket_bytes``; the last may hold less."""
+    out, cur, size = [], [], 0
     for b in array_bytes:
+        cur.append(b)
         size += b
         if size >= bucket_bytes:
-            out.append(size)
-            size = 0
-    if size:
-        out.append(size)
+            out.append(cur)
+            cur, size = [], 0
+    if cur:
+        out.append(cur)
     return out
+
+
+def buckets(array_bytes: list[int], bucket_bytes: int) -> list[int]:
+    """Bucket sizes in bytes (see :func:`bucket_arrays`)."""
+    return [sum(b) for b in bucket_arrays(array_bytes, bucket_bytes)]
 
 
 @dataclass(frozen=True)

@@ -16,92 +16,25 @@ Per rank and step (kpop_contract.md; lanes per DESIGN §4):
 and the next step's forward waits for the end of the step. The gradient all-reduce waits for
 the whole backward pass (the implementation all-reduces after value_and_grad, contract step 4).
 
-Variance: each task's time is multiplied by a factor drawn (seeded) from the measured spread of
-its kind of work — the trace's timing samples divided by their median, pooled per category
-(GEMMs, bandwidth-bound ops, CPU linear algebra, all-reduce). Profiles without samples are
-deterministic. Identical nodes without variance are simulated as one collapsed rank.
+The graph is built in steps.py. Variance: each task's time is multiplied by a factor drawn
+(seeded) from the relative spread (timing samples / median) of the trace's measurement of the
+same kind (GEMMs, bandwidth-bound ops, CPU linear algebra, all-reduce) nearest in duration.
+Profiles without samples are deterministic. Identical nodes without variance are simulated as
+one collapsed rank (collectives.py).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-
-import numpy as np
+from dataclasses import dataclass, replace
 
 from asprof.errors import AsprofError
-from asprof.simulate.collectives import RingNode, ring_allreduce
-from asprof.simulate.costs import OptimizerSpec, StepPlan, buckets, plan_step
+from asprof.simulate.cluster import COLLAPSE, Cluster, NodeSpec, SimConfig  # noqa: F401 (re-exported)
+from asprof.simulate.costs import OptimizerSpec, buckets, plan_step
 from asprof.simulate.engine import Engine
 from asprof.simulate.hardware import HardwareModel
-from asprof.simulate.summarise import OptimizerResult, summarise
-from asprof.simulate.workload import Workload, ops_time
-
-COLLAPSE = ("auto", "always", "never")
-
-
-@dataclass(frozen=True)
-class NodeSpec:
-    """One node: its hardware model and slow-down factors (time multipliers, ≥ 1 is slower)
-    for its accelerator lane, CPU lane and outbound link."""
-
-    hardware: HardwareModel
-    gpu: float = 1.0
-    cpu: float = 1.0
-    link: float = 1.0
-
-    def __post_init__(self):
-        for f in ("gpu", "cpu", "link"):
-            v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or v == float("inf"):
-                raise AsprofError(f"slow-down factor {f} must be a positive number, got {v!r}")
-
-
-@dataclass(frozen=True)
-class Cluster:
-    """K data-parallel ranks in a ring; every node is ``hardware`` unless overridden."""
-
-    nodes: int
-    hardware: HardwareModel
-    overrides: tuple = ()  # ((rank, NodeSpec), ...)
-
-    def __post_init__(self):
-        k = self.nodes
-        if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-            raise AsprofError(f"nodes must be a positive integer, got {k!r}")
-        for rank, spec in self.overrides:
-            if not (isinstance(rank, int) and 0 <= rank < k):
-                raise AsprofError(f"node {rank!r} does not exist in a cluster of {k} nodes (ranks 0..{k - 1})")
-            if not isinstance(spec, NodeSpec):
-                raise AsprofError(f"node {rank}: expected a NodeSpec")
-
-    def node(self, rank: int) -> NodeSpec:
-        for r, spec in self.overrides:
-            if r == rank:
-                return spec
-        return NodeSpec(self.hardware)
-
-    @property
-    def uniform(self) -> bool:
-        return all(spec == NodeSpec(self.hardware) for _, spec in self.overrides)
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    steps: int = 100
-    seed: int = 0
-    variance: bool = True
-    collapse: str = "auto"  # auto: collapse identical deterministic ranks; always / never
-    timeline: bool = False  # keep every task's span for a timeline
-    max_tasks: int = 3_000_000  # above this a full simulation falls back to collapsed ranks
-
-    def __post_init__(self):
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps <= 0:
-            raise AsprofError(f"steps must be a positive integer, got {self.steps!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise AsprofError(f"seed must be an integer, got {self.seed!r}")
-        if self.collapse not in COLLAPSE:
-            raise AsprofError(f"collapse must be one of {', '.join(COLLAPSE)}, got {self.collapse!r}")
+from asprof.simulate.steps import simulate_optimizer
+from asprof.simulate.summarise import OptimizerResult
+from asprof.simulate.workload import Workload
 
 
 @dataclass(frozen=True)
@@ -118,209 +51,6 @@ class Prediction:
             if r.label == label or r.name == label:
                 return r
         raise KeyError(label)
-
-
-class _Sampler:
-    """Seeded multiplicative noise: ``sampler(category, d)`` is ``d`` times a factor drawn from
-    the relative spread of the trace's measurement of that category closest to ``d`` in
-    duration (log scale); factors are drawn in blocks for speed. Without an rng it returns d."""
-
-    BLOCK = 256
-
-    def __init__(self, pools: dict, rng: np.random.Generator | None):
-        self.pools = pools if rng is not None else {}
-        self.rng = rng
-        self.bufs: dict = {}
-
-    def factor(self, category: str, duration: float) -> float:
-        pool = self.pools.get(category)
-        if not pool or duration <= 0:
-            return 1.0
-        key = (category, duration)
-        buf = self.bufs.get(key)
-        if buf is None:
-            medians = np.log([m for m, _ in pool])
-            samples = pool[int(np.argmin(np.abs(medians - math.log(duration))))][1]
-            buf = self.bufs[key] = [np.asarray(samples), []]
-        if not buf[1]:
-            buf[1] = self.rng.choice(buf[0], self.BLOCK).tolist()
-        return buf[1].pop()
-
-    def __call__(self, category: str, duration: float) -> float:
-        return duration * self.factor(category, duration) if self.pools else duration
-
-
-@dataclass
-class _NodeCosts:
-    """Seconds of each phase of a step on one node (slow-downs applied)."""
-
-    spec: NodeSpec
-    fwd: float = 0.0
-    bwd: float = 0.0
-    factors: float = 0.0
-    ema: float = 0.0
-    eig_cpu: float = 0.0
-    eig_accel: float = 0.0
-    power_pre: float = 0.0
-    power_cpu: float = 0.0
-    power_post: float = 0.0
-    project: float = 0.0
-    update: float = 0.0
-    alpha: float = 0.0
-    beta: float = 1.0
-    cache: dict = field(default_factory=dict)
-
-    def copy_s(self, nbytes: float) -> float:  # concatenate into / divide the bucket (2 bytes moved per byte)
-        key = ("copy", nbytes)
-        if key not in self.cache:
-            hw = self.spec.hardware
-            self.cache[key] = self.spec.gpu * max(hw.dispatch_s, hw.elementwise_work(2 * nbytes, "accel"))
-        return self.cache[key]
-
-    def ring(self, nbytes: float, K: int) -> tuple[float, float]:
-        key = ("ring", nbytes, K)
-        if key not in self.cache:
-            hw, chunk = self.spec.hardware, nbytes / K
-            red = hw.elementwise_work(3 * chunk, "cpu")  # read two chunks, write one
-            wire = chunk / self.beta
-            if hw.link_includes_reduction:
-                # a measured fit has the reductions inside α, β: move them to the CPU lane so the
-                # uniform ring still takes exactly the fitted time (collectives.py eq. 1)
-                red = min(red, 2 * wire)
-                wire -= red / 2
-            self.cache[key] = (self.spec.link * (self.alpha + wire), self.spec.cpu * red)
-        return self.cache[key]
-
-
-def _node_costs(spec: NodeSpec, plan: StepPlan, K: int) -> _NodeCosts:
-    hw, g, c = spec.hardware, spec.gpu, spec.cpu
-    nc = _NodeCosts(spec)
-    nc.fwd = g * ops_time(hw, plan.forward)
-    nc.bwd = g * ops_time(hw, plan.backward)
-    nc.factors = g * ops_time(hw, plan.factors)
-    nc.ema = g * ops_time(hw, plan.ema)
-    nc.eig_cpu = c * ops_time(hw, plan.refresh_cpu)
-    # the refresh is evaluated on its own (kpop.py refresh): one sync, charged to its last task
-    nc.eig_accel = g * (ops_time(hw, plan.refresh_accel) + hw.launch_s)
-    if plan.spec.eig_method == "power" and plan.spec.kfac:
-        nc.power_pre = g * ops_time(hw, plan.power_pre)
-        nc.power_cpu = c * ops_time(hw, plan.power_cpu)
-        nc.power_post = g * (ops_time(hw, plan.power_post) + hw.launch_s)
-    nc.project = g * ops_time(hw, plan.project)
-    # the rest of the step is one lazy graph evaluated once (contract step 5): one sync per step
-    nc.update = g * (ops_time(hw, plan.update) + hw.launch_s)
-    if K > 1:
-        nc.alpha, nc.beta = hw.link()
-    return nc
-
-
-def _simulate(workload: Workload, spec: OptimizerSpec, cluster: Cluster, sim: SimConfig,
-              collapsed: bool) -> tuple[OptimizerResult, Engine]:
-    K = cluster.nodes
-    plan = plan_step(workload, spec, K)
-    ranks = [0] if collapsed else list(range(K))
-    cost_by_spec: dict = {}
-    costs = []
-    for r in ranks:
-        ns = cluster.node(r)
-        key = id(ns.hardware), ns.gpu, ns.cpu, ns.link
-        if key not in cost_by_spec:
-            cost_by_spec[key] = _node_costs(ns, plan, K)
-        costs.append(cost_by_spec[key])
-    noisy = sim.variance and not collapsed
-    samplers = [_Sampler(c.spec.hardware.noise, np.random.default_rng([sim.seed, r]) if noisy else None)
-                for c, r in zip(costs, ranks)]
-
-    eng = Engine()
-    gpu, cpu, link = [], [], []
-    for c, r in zip(costs, ranks):
-        shared = c.spec.hardware.shared_lanes
-        gpu.append(eng.lane(r, "cpu (accelerator and CPU streams share the cores)" if shared else "gpu"))
-        cpu.append(gpu[-1] if shared else eng.lane(r, "cpu"))
-        link.append(eng.lane(r, "link") if K > 1 else -1)
-    P = len(ranks)
-    task = eng.add  # every dependency below is an id the engine just returned
-    grad_buckets = buckets(list(plan.grad_arrays), spec.bucket_bytes)
-    factor_buckets = buckets(list(plan.factor_arrays), spec.bucket_bytes)
-    update_noise = "gemm" if spec.kfac else "elementwise"
-
-    def allreduce(t: int, sizes: list[int], ready: list[list[int]], name: str, cat: str) -> list[list[int]]:
-        """Bucketed all-reduce: per bucket pack (gpu) → ring → unpack (gpu), rings in order."""
-        prev = [[] for _ in range(P)]
-        unpacked = [[] for _ in range(P)]
-        for b, size in enumerate(sizes):
-            packs = [[task(gpu[i], samplers[i]("elementwise", costs[i].copy_s(size)), ready[i] + prev[i],
-                           (r, t, f"{name}: pack bucket {b}", cat))] for i, r in enumerate(ranks)]
-            nodes = []
-            for i, r in enumerate(ranks):
-                step_s, red_s = costs[i].ring(size, K)
-                nodes.append(RingNode(link[i], cpu[i], step_s, red_s,
-                                      (r, t, f"{name}: ring send", cat), (r, t, f"{name}: ring reduce", cat)))
-            steps = 2 * (K - 1)  # a collective's whole duration picks the all_sum measurement
-            done = ring_allreduce(eng, nodes, K, packs,
-                                  link_factor=(lambda i: samplers[i].factor("link", steps * nodes[i].step_s))
-                                  if noisy else None,
-                                  cpu_factor=(lambda i: samplers[i].factor("elementwise", nodes[i].reduce_s))
-                                  if noisy else None)
-            for i, r in enumerate(ranks):
-                unpacked[i].append(task(gpu[i], samplers[i]("elementwise", costs[i].copy_s(size)), done[i],
-                                        (r, t, f"{name}: unpack bucket {b}", cat)))
-            prev = done
-        return unpacked
-
-    prev = [[] for _ in range(P)]
-    step_last: list[list[int]] = []
-    first_refresh_done = False
-    for t in range(sim.steps):
-        refresh = spec.refresh_due(t)
-        cur, grads = [], []
-        for i, r in enumerate(ranks):
-            c, smp = costs[i], samplers[i]
-            x = task(gpu[i], smp("gemm", c.fwd), prev[i], (r, t, "forward", "compute"))
-            x = task(gpu[i], smp("gemm", c.bwd), [x], (r, t, "backward", "compute"))
-            if spec.kfac:
-                x = task(gpu[i], smp("gemm", c.factors), [x], (r, t, "KFAC factors", "opt_accel"))
-            grads.append(x)
-            if spec.kfac and refresh:  # the refresh evaluates the EMA first
-                x = task(gpu[i], smp("elementwise", c.ema), [x], (r, t, "factor EMA", "opt_accel"))
-            cur.append([x])
-        if refresh:
-            if K > 1:
-                cur = allreduce(t, factor_buckets, cur, "factor all-reduce", "refresh_comm")
-            power = spec.eig_method == "power" and first_refresh_done
-            for i, r in enumerate(ranks):
-                c, smp = costs[i], samplers[i]
-                if power:  # M·Q on the accelerator, QR on the CPU, Rayleigh sort on the accelerator
-                    x = task(gpu[i], smp("gemm", c.power_pre), cur[i], (r, t, "power step M·Q", "refresh_accel"))
-                    x = task(cpu[i], smp("cpu", c.power_cpu), [x], (r, t, "power step QR", "refresh_cpu"))
-                    x = task(gpu[i], smp("gemm", c.power_post), [x], (r, t, "Rayleigh sort + signs", "refresh_accel"))
-                else:
-                    x = task(cpu[i], smp("cpu", c.eig_cpu), cur[i], (r, t, "eigh (CPU stream)", "refresh_cpu"))
-                    x = task(gpu[i], smp("elementwise", c.eig_accel), [x], (r, t, "eigenvector signs", "refresh_accel"))
-                cur[i] = [x]
-            first_refresh_done = True
-        if spec.name == "topkpop":
-            cur = [[task(gpu[i], samplers[i]("gemm", costs[i].project), cur[i], (r, t, "project G' = Q_Rᵀ G Q_C", "opt_accel"))]
-                   for i, r in enumerate(ranks)]
-        if K > 1:
-            cur = allreduce(t, grad_buckets, cur, "gradient all-reduce", "comm")
-        if spec.kfac and not refresh:
-            # The EMA is in the same lazy graph as the all-reduce and the update but feeds neither;
-            # MLX reaches it after them (mx.eval(loss, parameters, state)), so it runs on the
-            # accelerator while the ring runs on the links and CPUs, and the step waits for it.
-            for i, r in enumerate(ranks):
-                cur[i] = cur[i] + [task(gpu[i], samplers[i]("elementwise", costs[i].ema), [grads[i]],
-                                        (r, t, "factor EMA", "opt_accel"))]
-        last = []
-        for i, r in enumerate(ranks):
-            u = task(gpu[i], samplers[i](update_noise, costs[i].update), cur[i], (r, t, "optimizer update", "opt_accel"))
-            prev[i] = [u]
-            last.append(u)
-        step_last.append(last)
-
-    eng.run()
-    result = summarise(eng, step_last, workload, spec, plan, cluster, sim.steps, collapsed, noisy)
-    return result, eng
 
 
 def _tasks_estimate(workload: Workload, spec: OptimizerSpec, K: int, steps: int) -> int:
@@ -355,10 +85,8 @@ def predict(workload: Workload, optimizers, cluster: Cluster, sim: SimConfig = S
                              "rank with variance; identical ranks were collapsed and sampling was turned off")
         if collapsed and not cluster.uniform:
             raise AsprofError("cannot collapse ranks of a heterogeneous cluster (per-node traces or slow-downs)")
-        result, eng = _simulate(workload, spec, cluster, sim, collapsed)
+        result, eng = simulate_optimizer(workload, spec, cluster, sim, collapsed)
         if sim.timeline:
-            from dataclasses import replace
-
             result = replace(result, spans=_spans(eng))
         results.append(result)
     if has_noise:
