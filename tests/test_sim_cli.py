@@ -105,6 +105,8 @@ def test_memory_that_does_not_fit_is_a_warning(fresh, capsys):
     (["--trace", "nonsense"], "no such trace file or bundled profile"),
     (["--steps", "0"], "steps"),
     (["--slow", "40=2"], "node 40"),
+    (["--nodes", "3", "--global-batch", "16"], "not a multiple of 3 nodes"),
+    (["--global-batch", "0"], "global batch"),
     (["--nodes", "1,2", "--timeline", "t.json"], "--timeline"),
 ])
 def test_bad_input_is_one_line_and_nonzero(fresh, capsys, args, expect):
@@ -126,3 +128,13 @@ def test_unreadable_trace_and_missing_probes(fresh, capsys):
     save_trace(make_trace(probes=("blas", "launch", "membw", "linalg")), fresh / "nolink.json")
     rc, _, err = run_cli(capsys, "--trace", "nolink.json", "--nodes", "2", "--model", "tiny")
     assert rc == 2 and "asprof probe --nodes" in err
+
+
+def test_global_batch_is_split_over_the_nodes_like_train(fresh, capsys):
+    rc, out, _ = run_cli(capsys, "--nodes", "1,2,4", "--global-batch", "8", "--json", "--no-plot", "--steps", "3",
+                         "--optimizer", "adam")
+    assert rc == 0
+    runs = json.loads(out)["runs"]
+    assert [r["workload"]["batch_per_node"] for r in runs] == [8, 4, 2]
+    assert [r["results"][0]["tokens_per_s"] * r["results"][0]["mean_s"] for r in runs] == pytest.approx([8 * 1024] * 3)
+

@@ -50,7 +50,8 @@ Examples:
   asprof simulate --nodes 16 --sparsity 0.1
   asprof simulate --nodes 1,2,4,8,16 --optimizer adam,kpop
   asprof simulate --trace traces/mybox.json --model small --batch 8 --timeline tl.json
-  asprof simulate --nodes 8 --slow 3.link=2      # node 3's link at half speed""")
+  asprof simulate --nodes 8 --slow 3.link=2      # node 3's link at half speed
+  asprof simulate --nodes 16 --global-batch 16   # the KPOP paper's 16 x 1024 tokens per step""")
 @click.option("--nodes", default="16", callback=_list(int, "integers"), show_default=True,
               help="Node count(s), e.g. 16 or 1,2,4,8,16.")
 @click.option("--sparsity", default="0.1", callback=_list(float, "numbers"), show_default=True,
@@ -60,6 +61,9 @@ Examples:
 @click.option("--trace", default=None, help="Trace file or bundled profile name.")
 @click.option("--model", default="kpop-1.7m", show_default=True, help="Model preset or JSON model config file.")
 @click.option("--batch", default=16, type=int, show_default=True, help="Sequences per node per step.")
+@click.option("--global-batch", default=None, type=int,
+              help="Sequences per step over the whole cluster, split over the nodes (like `asprof train --batch`); "
+                   "overrides --batch.")
 @click.option("--seq", default=None, type=int, help="Sequence length [default: the model's].")
 @click.option("--dtype", default="float32", show_default=True, help="Activation/GEMM dtype.")
 @click.option("--frequency", "-f", default=10, type=int, show_default=True, help="KPOP refresh every f steps.")
@@ -79,13 +83,13 @@ Examples:
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Where to write the sweep plot [default: simulate_sweep.png for sweeps].")
 @click.option("--no-plot", is_flag=True, help="Do not write the sweep plot.")
-def command(nodes, sparsity, optimizers, trace, model, batch, seq, dtype, frequency, warmup, eig_method, steps,
+def command(nodes, sparsity, optimizers, trace, model, batch, global_batch, seq, dtype, frequency, warmup, eig_method, steps,
             seed, no_variance, link, slowdowns, node_traces, as_json, timeline, plot, no_plot):
     from asprof.simulate.report import render_json, render_text
     from asprof.simulate.session import SimulateConfig, run_simulation
 
     cfg = SimulateConfig(nodes=nodes, sparsity=sparsity, optimizers=optimizers, trace=trace, model=model,
-                         batch=batch, seq=seq, dtype=dtype, frequency=frequency, warmup=warmup,
+                         batch=batch, global_batch=global_batch, seq=seq, dtype=dtype, frequency=frequency, warmup=warmup,
                          eig_method=eig_method, steps=steps, seed=seed, variance=not no_variance, link=link,
                          slowdowns=slowdowns, node_traces=node_traces)
     if timeline and cfg.is_sweep:

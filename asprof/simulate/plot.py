@@ -58,7 +58,9 @@ def sweep_png(rep: SimulationReport) -> bytes:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     w, t = rep.workload, rep.trace
-    fig.suptitle(f"asprof simulate: {rep.model.name}, batch {w.batch}×{w.seq} per node, {t.label}", fontsize=11)
+    batch = (f"global batch {rep.config.global_batch}×{w.seq}" if rep.config.global_batch is not None
+             else f"batch {w.batch}×{w.seq} per node")
+    fig.suptitle(f"asprof simulate: {rep.model.name}, {batch}, {t.label}", fontsize=11)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

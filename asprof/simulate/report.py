@@ -52,9 +52,14 @@ def header(rep: SimulationReport) -> list[str]:
     lanes = ("MLX runs on the CPU: accelerator and CPU work share one lane per node" if t.shared_lanes
              else "accelerator and CPU are separate lanes")
     nodes = ",".join(str(k) for k in cfg.nodes)
+    if cfg.global_batch is not None and len(cfg.nodes) > 1:
+        batch = f"global batch {cfg.global_batch} × seq {w.seq} split over the nodes"
+    elif cfg.global_batch is not None:
+        batch = f"global batch {cfg.global_batch} = {w.batch} × seq {w.seq} per node ({w.tokens} tokens)"
+    else:
+        batch = f"batch {w.batch} × seq {w.seq} per node ({w.tokens} tokens)"
     lines = [
-        f"model {rep.model.name}: {rep.model.n_params() / 1e6:.3g} M parameters; batch {w.batch} × seq {w.seq} "
-        f"per node ({w.tokens} tokens), {w.dtype}; nodes {nodes}",
+        f"model {rep.model.name}: {rep.model.n_params() / 1e6:.3g} M parameters; {batch}, {w.dtype}; nodes {nodes}",
         f"trace: {t.label} ({kind}); chosen from {t.why}",
         f"  {t.chip}, {t.memory_bytes / 2**30:.3g} GiB per node, accelerator {t.accelerator}: {lanes}",
     ]
@@ -134,9 +139,9 @@ def report_dict(rep: SimulationReport, with_steps: bool = True) -> dict:
                   "chip": t.chip, "memory_bytes": t.memory_bytes, "accelerator": t.accelerator,
                   "shared_lanes": t.shared_lanes, "chosen_because": t.why},
         "model": rep.model.to_dict(),
-        "workload": {"batch": rep.workload.batch, "seq": rep.workload.seq, "dtype": rep.workload.dtype,
-                     "tokens_per_node": rep.workload.tokens, "model_flop_per_node": rep.workload.model_flop()},
         "runs": [{"nodes": p.nodes, "steps": p.steps, "seed": p.seed, "notes": list(p.notes),
+                  "workload": {"batch_per_node": p.workload.batch, "seq": p.workload.seq, "dtype": p.workload.dtype,
+                               "tokens_per_node": p.workload.tokens, "model_flop_per_node": p.workload.model_flop()},
                   "results": [r.to_dict(with_steps) for r in p.results]} for p in rep.predictions],
         "warnings": list(rep.warnings),
     }

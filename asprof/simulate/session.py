@@ -40,6 +40,7 @@ class SimulateConfig:
     trace: str | None = None  # a trace path or a bundled profile name; None: newest local, else bundled
     model: str = "kpop-1.7m"
     batch: int = 16  # sequences per node
+    global_batch: int | None = None  # if set: sequences per step over the cluster, split over the nodes
     seq: int | None = None  # default: the model's seq_len
     dtype: str = "float32"
     frequency: int = 10
@@ -70,6 +71,12 @@ class SimulateConfig:
             if o not in OPTIMIZERS:
                 raise AsprofError(f"unknown optimizer {o!r}; choose from {', '.join(OPTIMIZERS)}")
         _positive_int("batch", self.batch)
+        if self.global_batch is not None:
+            _positive_int("global batch", self.global_batch)
+            for k in self.nodes:
+                if self.global_batch % k:
+                    raise AsprofError(f"global batch {self.global_batch} is not a multiple of {k} nodes: "
+                                      "each node takes an equal share (as in `asprof train`)")
         if self.seq is not None:
             _positive_int("seq", self.seq)
         if self.dtype not in ITEMSIZE:
@@ -148,7 +155,10 @@ def run_simulation(cfg: SimulateConfig, timeline: bool = False) -> SimulationRep
     link_from = load_trace_spec(cfg.link)[0] if cfg.link else None
     hw = HardwareModel.from_trace(trace, link_from=link_from)
     model = resolve_model(cfg.model)
-    workload = Workload(model, cfg.batch, cfg.seq or model.seq_len, cfg.dtype)
+
+    def workload_for(k: int) -> Workload:
+        batch = cfg.global_batch // k if cfg.global_batch is not None else cfg.batch
+        return Workload(model, batch, cfg.seq or model.seq_len, cfg.dtype)
 
     per_node: dict[int, dict] = {}
     for node, spec in cfg.node_traces:
@@ -170,7 +180,7 @@ def run_simulation(cfg: SimulateConfig, timeline: bool = False) -> SimulationRep
     for k in cfg.nodes:
         overrides = tuple((n, NodeSpec(d.get("hardware", hw), d.get("gpu", 1.0), d.get("cpu", 1.0), d.get("link", 1.0)))
                           for n, d in sorted(per_node.items()))
-        predictions.append(predict(workload, specs, Cluster(k, hw, overrides), sim))
+        predictions.append(predict(workload_for(k), specs, Cluster(k, hw, overrides), sim))
 
     warnings = []
     for p in predictions:
@@ -182,4 +192,4 @@ def run_simulation(cfg: SimulateConfig, timeline: bool = False) -> SimulationRep
     origins = dict(Counter(r.origin for r in trace.records))
     info = TraceInfo(label=label, bundled=bundled, origin=trace.origin, origins=origins, chip=hw.chip,
                      memory_bytes=hw.memory_bytes, accelerator=hw.accelerator, shared_lanes=hw.shared_lanes, why=why)
-    return SimulationReport(cfg, info, model, workload, tuple(predictions), tuple(warnings))
+    return SimulationReport(cfg, info, model, predictions[0].workload, tuple(predictions), tuple(warnings))
