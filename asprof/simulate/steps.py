@@ -111,7 +111,9 @@ def _node_costs(spec: NodeSpec, plan: StepPlan, K: int) -> _NodeCosts:
 
 
 def simulate_optimizer(workload: Workload, spec: OptimizerSpec, cluster: Cluster, sim: SimConfig,
-              collapsed: bool) -> tuple[OptimizerResult, Engine]:
+                       collapsed: bool) -> tuple[OptimizerResult, Engine]:
+    """Build and run ``sim.steps`` steps of ``spec`` on every rank of ``cluster`` (or on one
+    representative rank when ``collapsed``); returns the summary and the finished engine."""
     K = cluster.nodes
     plan = plan_step(workload, spec, K)
     ranks = [0] if collapsed else list(range(K))
