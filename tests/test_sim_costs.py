@@ -110,3 +110,20 @@ def test_bad_workloads():
         Workload(PRESETS["tiny"], 1, -1)
     with pytest.raises(AsprofError, match="dtype"):
         Workload(PRESETS["tiny"], 1, 8, dtype="int8")
+
+
+def test_adam_math_is_compiled_on_metal_only_like_the_optimizers():
+    from test_sim_hardware import make_trace
+
+    from asprof.simulate.cluster import NodeSpec
+    from asprof.simulate.hardware import HardwareModel
+    from asprof.simulate.steps import _node_costs
+    from asprof.simulate.workload import ops_time
+
+    plan = plan_step(Workload(PRESETS["tiny"], 1, 8), OptimizerSpec("adam"), 2)
+    assert all(op.kernels == 2 for op in plan.update) and all(op.kernels == 14 for op in plan.update_eager)
+    for acc, ops in (("metal", plan.update), ("none", plan.update_eager)):
+        hw = HardwareModel.from_trace(make_trace(accelerator=acc))
+        assert _node_costs(NodeSpec(hw), plan, 2).update == pytest.approx(ops_time(hw, ops) + hw.launch_s)
+    hw = HardwareModel.from_trace(make_trace(accelerator="none"))
+    assert ops_time(hw, plan.update_eager) > ops_time(hw, plan.update)

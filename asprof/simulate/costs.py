@@ -15,7 +15,8 @@ comm.py, kfac.py) phase by phase:
 4. gradient all-reduce (K > 1), bucketed like ``mlx.nn.average_gradients`` (32 MiB): every
    gradient (Adam, KPOP); TopKPOP first projects G' = Q_Rᵀ G Q_C (R'×C', Eq. 14) and sends that
    plus the Adam-routed gradients;
-5. the update: Adam (one compiled element-wise kernel, then w + Δ) for embedding/head/norms;
+5. the update: Adam (one compiled element-wise kernel on Metal, 13 eager kernels elsewhere, then
+   w + Δ) for embedding/head/norms;
    KPOP rotates (2 GEMMs), runs Adam on R×C and rotates back (2 GEMMs, Eq. 7-12); TopKPOP runs
    Adam on R'×C' and projects back (2 GEMMs).
 
@@ -35,10 +36,13 @@ OPTIMIZERS = ("adam", "kpop", "topkpop")
 EIG_METHODS = ("eigh", "power")
 BUCKET_BYTES = 32 * 1024**2  # mlx.nn.average_gradients' all_reduce_size, and our Communicator's
 STATE_BYTES = 4  # optimizer state, factors and bases are float32 (asprof/optimizers/kpop.py)
-# The Adam math is one mx.compile'd kernel (base.py adam_step_compiled, compile=True by default):
-# it reads g, m, v and writes m, v and the step Δ. A plain parameter then takes one more kernel,
-# w + Δ (reads w, Δ; writes w); a KFAC layer's Δ' goes through the back-rotation GEMMs first.
-ADAM_ARRAYS = 6  # arrays the fused Adam kernel touches per element
+# The Adam math (base.py adam_step) is one mx.compile'd kernel on Metal (the optimizers' default
+# compile=None compiles on Metal only): it reads g, m, v and writes m, v and the step Δ. Elsewhere
+# it runs eagerly: 13 kernels (3 for m, 4 for v, 6 for the bias-corrected step) moving 29 arrays.
+# A plain parameter then takes one more kernel, w + Δ (reads w, Δ; writes w); a KFAC layer's Δ'
+# goes through the back-rotation GEMMs first.
+ADAM_ARRAYS = {True: 6, False: 29}  # arrays moved per element, compiled / eager
+ADAM_KERNELS = {True: 1, False: 13}
 STEP_ARRAYS = 3  # w ← w + Δ
 
 
@@ -133,7 +137,8 @@ class StepPlan:
     project: tuple[Op, ...] = ()  # TopKPOP: before the gradient all-reduce
     grad_arrays: tuple[int, ...] = ()  # bytes of each array of the gradient all-reduce
     kfac_grad_bytes: int = 0  # of which the KFAC layers' (projected) gradients
-    update: tuple[Op, ...] = ()
+    update: tuple[Op, ...] = ()  # with the Adam math compiled (Metal)
+    update_eager: tuple[Op, ...] = ()  # with the Adam math run eagerly (other hosts)
     memory: dict = field(default_factory=dict)
 
     @property
@@ -145,10 +150,27 @@ class StepPlan:
         return sum(self.factor_arrays)
 
 
-def _adam(name: str, elements: int, with_step: bool = True) -> Op:
-    """The compiled Adam kernel on ``elements`` (plus w ← w + Δ when ``with_step``)."""
-    arrays = ADAM_ARRAYS + (STEP_ARRAYS if with_step else 0)
-    return Op(f"adam {name}", "elementwise", 1, bytes=arrays * elements * STATE_BYTES, kernels=2 if with_step else 1)
+def _adam(name: str, elements: int, with_step: bool = True, compiled: bool = True) -> Op:
+    """The Adam math on ``elements`` (plus w ← w + Δ when ``with_step``)."""
+    arrays = ADAM_ARRAYS[compiled] + (STEP_ARRAYS if with_step else 0)
+    kernels = ADAM_KERNELS[compiled] + (1 if with_step else 0)
+    return Op(f"adam {name}", "elementwise", 1, bytes=arrays * elements * STATE_BYTES, kernels=kernels)
+
+
+class _Update:
+    """The update's ops, kept twice: with the Adam math compiled (Metal) and eager."""
+
+    def __init__(self):
+        self.compiled: list[Op] = []
+        self.eager: list[Op] = []
+
+    def adam(self, name: str, elements: int, with_step: bool = True) -> None:
+        self.compiled.append(_adam(name, elements, with_step, compiled=True))
+        self.eager.append(_adam(name, elements, with_step, compiled=False))
+
+    def add(self, *ops: Op) -> None:
+        self.compiled += ops
+        self.eager += ops
 
 
 def plan_step(workload: Workload, spec: OptimizerSpec, nodes: int) -> StepPlan:
@@ -159,7 +181,9 @@ def plan_step(workload: Workload, spec: OptimizerSpec, nodes: int) -> StepPlan:
     n_params = sum(n for _, n, _ in arrays)
     adam_arrays = arrays if not spec.kfac else [a for a in arrays if not a[2]]
     adam_elems = sum(n for _, n, _ in adam_arrays)
-    update = [_adam(name, n) for name, n, _ in adam_arrays]
+    update = _Update()
+    for name, n, _ in adam_arrays:
+        update.adam(name, n)
     memory = {
         "weights": n_params * STATE_BYTES,
         "gradients": n_params * STATE_BYTES,
@@ -172,7 +196,8 @@ def plan_step(workload: Workload, spec: OptimizerSpec, nodes: int) -> StepPlan:
     if not spec.kfac:
         grads = tuple(n * STATE_BYTES for _, n, _ in arrays)
         memory["comm_buffers"] = 2 * sum(grads) if nodes > 1 else 0
-        return StepPlan(**common, grad_arrays=grads, update=tuple(update), memory=memory)
+        return StepPlan(**common, grad_arrays=grads, update=tuple(update.compiled),
+                        update_eager=tuple(update.eager), memory=memory)
 
     shapes = {name + ".weight": (r, c) for name, r, c in cfg.linear_shapes()}
     factors, ema, eig, signs, power_pre, power_cpu, power_post, project = [], [], [], [], [], [], [], []
@@ -203,16 +228,17 @@ def plan_step(workload: Workload, spec: OptimizerSpec, nodes: int) -> StepPlan:
             project += [Op("project Q_Rᵀ·G", "gemm", 1, m=r2, n=c, k=r), Op("project ·Q_C", "gemm", 1, m=r2, n=c2, k=c)]
             grad_arrays.append(r2 * c2 * STATE_BYTES)
             kfac_grad += r2 * c2 * STATE_BYTES
-            update += [_adam(name, r2 * c2, with_step=False),
-                       Op("back-project Q_R·ΔW'", "gemm", 1, m=r, n=c2, k=r2),
-                       Op("back-project ·Q_Cᵀ", "gemm", 1, m=r, n=c, k=c2)]
+            update.adam(name, r2 * c2, with_step=False)
+            update.add(Op("back-project Q_R·ΔW'", "gemm", 1, m=r, n=c2, k=r2),
+                       Op("back-project ·Q_Cᵀ", "gemm", 1, m=r, n=c, k=c2))
         else:
             grad_arrays.append(r * c * STATE_BYTES)
             kfac_grad += r * c * STATE_BYTES
-            update += [Op("rotate Q_Rᵀ·G", "gemm", 1, m=r, n=c, k=r), Op("rotate ·Q_C", "gemm", 1, m=r, n=c, k=c),
-                       _adam(name, r * c, with_step=False),
-                       Op("rotate back Q_R·ΔW'", "gemm", 1, m=r, n=c, k=r), Op("rotate back ·Q_Cᵀ", "gemm", 1, m=r, n=c, k=c)]
-        update.append(Op("weight += ΔW", "elementwise", 1, bytes=3 * r * c * STATE_BYTES))
+            update.add(Op("rotate Q_Rᵀ·G", "gemm", 1, m=r, n=c, k=r), Op("rotate ·Q_C", "gemm", 1, m=r, n=c, k=c))
+            update.adam(name, r * c, with_step=False)
+            update.add(Op("rotate back Q_R·ΔW'", "gemm", 1, m=r, n=c, k=r),
+                       Op("rotate back ·Q_Cᵀ", "gemm", 1, m=r, n=c, k=c))
+        update.add(Op("weight += ΔW", "elementwise", 1, bytes=3 * r * c * STATE_BYTES))
         memory["optimizer_state"] += 2 * r2 * c2 * STATE_BYTES
         memory["preconditioner"] += (r * r + c * c + r * r2 + c * c2) * STATE_BYTES
         memory["batch_factors"] += (r * r + c * c) * STATE_BYTES
@@ -223,9 +249,9 @@ def plan_step(workload: Workload, spec: OptimizerSpec, nodes: int) -> StepPlan:
     memory["comm_buffers"] = 2 * sum(ordered) if nodes > 1 else 0
     return StepPlan(
         **common, factors=tuple(factors), ema=tuple(ema), refresh_cpu=tuple(eig), refresh_accel=tuple(signs),
-        power_pre=tuple(power_pre), power_cpu=tuple(power_cpu), power_post=tuple(power_post), factor_arrays=tuple(factor_arrays),
-        project=tuple(project), grad_arrays=ordered, kfac_grad_bytes=kfac_grad, update=tuple(update),
-        memory=memory,
+        power_pre=tuple(power_pre), power_cpu=tuple(power_cpu), power_post=tuple(power_post),
+        factor_arrays=tuple(factor_arrays), project=tuple(project), grad_arrays=ordered, kfac_grad_bytes=kfac_grad,
+        update=tuple(update.compiled), update_eager=tuple(update.eager), memory=memory,
     )
 
 

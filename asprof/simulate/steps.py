@@ -103,8 +103,10 @@ def _node_costs(spec: NodeSpec, plan: StepPlan, K: int) -> _NodeCosts:
         nc.power_cpu = c * ops_time(hw, plan.power_cpu)
         nc.power_post = g * (ops_time(hw, plan.power_post) + hw.launch_s)
     nc.project = g * ops_time(hw, plan.project)
-    # the rest of the step is one lazy graph evaluated once (contract step 5): one sync per step
-    nc.update = g * (ops_time(hw, plan.update) + hw.launch_s)
+    # the rest of the step is one lazy graph evaluated once (contract step 5): one sync per step.
+    # The optimizers compile the Adam math on Metal only (docs/optimizers.md, "Compilation").
+    update = plan.update if hw.accelerator == "metal" else plan.update_eager
+    nc.update = g * (ops_time(hw, update) + hw.launch_s)
     if K > 1:
         nc.alpha, nc.beta = hw.link()
     return nc
