@@ -9,8 +9,8 @@ of the model in ``asprof/train/model.py``: RMSNorm, q/k/v/o projections, rotary 
 Counting conventions (estimates, documented in docs/simulator.md):
 
 * GEMM (m×k)·(k×n): 2mnk flop; it touches (mk + kn + mn) elements.
-* Attention: the forward is the fused kernel (QKᵀ and PV: 4·B·H·S²·d flop, full square, the
-  scores never reach memory); the backward recomputes the scores and runs 4 more score-sized
+* Attention: the forward is the fused kernel (QKᵀ and PV: 4·B·H·S²·d flop, the full square —
+  an upper bound where a causal kernel skips masked blocks; the scores never reach memory); the backward recomputes the scores and runs 4 more score-sized
   GEMMs, with the softmax and its gradient materialised (MLX's VJP of the fused kernel).
 * Element-wise ops: bytes are what a kernel must read and write; kernels counts follow the
   unfused MLX graph (each at least one launch).
