@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from asprof.probe.backends import DTYPES, TINY_OPS, MLXBackend, TorchBackend, discover, dtype_supported
+from asprof.probe.backends import CHAIN_OPS, DTYPES, TINY_OPS, MLXBackend, TorchBackend, discover, dtype_supported
 
 
 def backends():
@@ -43,6 +43,9 @@ def test_kernels_match_numpy(backend):
     expect = {"add": 3.0, "mul": 2.0, "exp": np.e, "sum": 16.0, "matmul": 8.0}
     for op, val in expect.items():
         assert to_np(backend.tiny_op(op)()).flat[0] == pytest.approx(val, rel=1e-6)
+    # chains: 10 dependent ops, each output feeding the next
+    chained = {op: to_np(backend.chain(op, 10)()) for op in CHAIN_OPS}
+    assert (chained["add"] == 11).all() and (chained["mul"] == 1).all() and np.allclose(chained["matmul"], 1 / 8)
 
 
 def test_dtypes_are_all_supported_on_the_cpu():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from asprof.probe import launch, linalg, membw, memory
-from asprof.probe.backends import TINY_OPS, MLXBackend, discover
+from asprof.probe.backends import CHAIN_OPS, TINY_OPS, MLXBackend, discover
 from asprof.probe.context import ProbeContext
 from asprof.probe.harness import LEVELS, Harness
 from asprof.traces.schema import Record
@@ -21,10 +21,14 @@ def records(out):
 
 def test_launch_cold_from_a_fresh_process_and_warm_in_process():
     recs = records(launch.run(tiny_ctx([MLXBackend("cpu")])))
-    assert {(r.op, r.params["op"]) for r in recs} == {(k, op) for k in ("cold", "warm") for op in TINY_OPS}
+    assert {(r.op, r.params["op"]) for r in recs} == (
+        {(k, op) for k in ("cold", "warm") for op in TINY_OPS} | {("graph", op) for op in CHAIN_OPS})
     for r in recs:
-        assert r.metrics["latency_s"] == r.timing.median_s > 0
+        per_op = r.params.get("ops", 1)
+        assert r.metrics["latency_s"] == pytest.approx(r.timing.median_s / per_op) and r.metrics["latency_s"] > 0
         assert r.metrics["latency_s"] < 1.0  # a tiny op, not a process start-up
+        if r.op == "graph":
+            assert per_op == 16 and r.metrics["graph_s"] == r.timing.median_s
     cold = [r for r in recs if r.op == "cold"]
     assert all(r.params["processes"] == len(r.timing.samples_s) == 1 for r in cold)
 

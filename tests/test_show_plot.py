@@ -33,6 +33,8 @@ def synthetic_trace() -> Trace:
     for kind, lat in (("cold", 7e-5), ("warm", 2.4e-5)):
         for op in ("add", "matmul"):
             recs.append(Record("launch", kind, "mlx", "cpu", "float32", {"op": op}, {"latency_s": lat}, timing=t))
+    recs.append(Record("launch", "graph", "mlx", "cpu", "float32", {"op": "add", "ops": 128},
+                       {"latency_s": 2e-6, "graph_s": 2.56e-4}))
     for op, k in (("copy", 2), ("triad", 3)):
         for b in (2**20, 2**24):
             recs.append(Record("membw", op, "mlx", "cpu", "float32", {"bytes": b},
@@ -67,7 +69,7 @@ def synthetic_trace() -> Trace:
 def test_summary_shows_every_section():
     text = render_summary(synthetic_trace(), source="t.json")
     for needle in ("Host box: Test CPU", "BLAS      mlx reference", "/x/libblas.so.3", "LD_PRELOAD=y.so",
-                   "matmul", "8x 2000x2000@2000x2000", "4.2 GFLOP/s", "launch:", "70 us", "24 us",
+                   "matmul", "8x 2000x2000@2000x2000", "4.2 GFLOP/s", "launch:", "70 us", "24 us", "mlx/cpu graph", "2 us",
                    "membw:", "5 GB/s", "linalg:", "eigh", "memory:", "+46.7 MiB", "allreduce:", "busbw",
                    "alpha 60 us per step", "beta 450 MB/s per link", "R^2 0.987", "alpha 4 ms per step",
                    "high variance", "cold start", "skipped: 2", "blas, launch on mlx/gpu"):

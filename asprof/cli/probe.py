@@ -42,7 +42,7 @@ class _Progress:
 def _split_only(value: str | None) -> tuple[str, ...]:
     if value is None:
         return ()
-    names = tuple(x.strip() for x in value.split(",") if x.strip())
+    names = tuple(dict.fromkeys(x.strip() for x in value.split(",") if x.strip()))  # keep order, drop repeats
     if not names:
         raise AsprofError("--only needs probe names, e.g. --only blas,launch")
     return names

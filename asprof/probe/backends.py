@@ -17,6 +17,8 @@ from typing import Any, Callable
 DTYPES = ("float32", "float16", "bfloat16")
 # Tiny ops for launch latency: the work is negligible, so the time is dispatch + sync.
 TINY_OPS = ("add", "mul", "exp", "sum", "matmul")
+# Ops that chain (output feeds the next op) for the in-graph dispatch measurement.
+CHAIN_OPS = ("add", "mul", "matmul")
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,26 @@ class MLXBackend:
         }
         return ops[name]
 
+    def chain(self, name: str, length: int) -> Callable[[], Any]:
+        """A callable building ``length`` dependent tiny ops as one lazy graph (evaluated once by
+        the harness's sync): the per-op cost inside a graph, without a sync per op."""
+        mx = self.mx
+        a = mx.ones((16,))
+        m = mx.full((8, 8), 1.0 / 8.0)  # y @ m keeps a ones matrix at ones
+        mx.eval(a, m)
+        s = self.stream
+        step = {"add": lambda y: mx.add(y, a, stream=s), "mul": lambda y: mx.multiply(y, a, stream=s),
+                "matmul": lambda y: mx.matmul(y, m, stream=s)}[name]
+        start = m if name == "matmul" else a
+
+        def run():
+            y = start
+            for _ in range(length):
+                y = step(y)
+            return y
+
+        return run
+
     def warm_library(self) -> None:
         """Initialise the framework with an op no probe times (so no timed op pays for it)."""
         mx = self.mx
@@ -167,6 +189,23 @@ class TorchBackend:
             "matmul": lambda: t.matmul(m, m),
         }
         return ops[name]
+
+    def chain(self, name: str, length: int) -> Callable[[], Any]:
+        """``length`` dependent tiny ops issued back to back, one sync at the end (eager
+        frameworks dispatch each op as it is issued: this is their per-op dispatch cost)."""
+        t = self.torch
+        a = t.ones(16, device=self._dev)
+        m = t.full((8, 8), 1.0 / 8.0, device=self._dev)
+        step = {"add": lambda y: t.add(y, a), "mul": lambda y: t.mul(y, a), "matmul": lambda y: t.matmul(y, m)}[name]
+        start = m if name == "matmul" else a
+
+        def run():
+            y = start
+            for _ in range(length):
+                y = step(y)
+            return y
+
+        return run
 
     def warm_library(self) -> None:
         self.sync(self.torch.neg(self.torch.zeros(4, device=self._dev)))

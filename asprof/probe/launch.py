@@ -10,6 +10,11 @@ of getting any op to run: graph building, kernel lookup/compilation, dispatch an
   timed). The paper's cold launch is a first call; earlier probes in this process would have
   warmed the kernels, so each sample comes from a new child process. ``latency_s`` is the
   median over the children, with the samples in ``timing``.
+* ``graph`` (params op, ops): a chain of ``ops`` dependent tiny ops built as one graph and
+  synced once; ``latency_s`` is the per-op cost (median chain time / ops), ``timing`` holds the
+  whole-chain samples. In MLX this is the cost of one more kernel inside a lazily evaluated
+  step, which is how training steps run (one ``mx.eval`` per step); for eager PyTorch it is the
+  per-op dispatch cost without a sync.
 
 The child is this module run as ``python -m asprof.probe.launch FRAMEWORK DEVICE OPS``; it
 prints one JSON object {op: first-call seconds}.
@@ -22,7 +27,7 @@ import os
 import subprocess
 import sys
 
-from asprof.probe.backends import TINY_OPS, make_backend
+from asprof.probe.backends import CHAIN_OPS, TINY_OPS, make_backend
 from asprof.probe.context import ProbeContext
 from asprof.probe.harness import Harness, summarize
 from asprof.traces.schema import Record, Skip
@@ -30,6 +35,7 @@ from asprof.traces.schema import Record, Skip
 NAME = "launch"
 _COLD_PROCESSES = {"full": 5, "quick": 2, "tiny": 1}
 _CHILD_TIMEOUT_S = 120
+_CHAIN = {"full": 256, "quick": 128, "tiny": 16}
 
 
 def run(ctx: ProbeContext) -> list[Record | Skip]:
@@ -49,6 +55,14 @@ def run(ctx: ProbeContext) -> list[Record | Skip]:
             out.append(Record(NAME, "warm", backend.framework, backend.device, "float32", params={"op": op},
                               metrics={"latency_s": timing.median_s}, timing=timing))
             ctx.progress(f"{backend.name} {op}: warm {timing.median_s * 1e6:.3g} us")
+        length = _CHAIN[ctx.level]
+        for op in CHAIN_OPS:
+            timing = ctx.measure(backend, backend.chain(op, length), f"graph of {length} {op}")
+            out.append(Record(NAME, "graph", backend.framework, backend.device, "float32",
+                              params={"op": op, "ops": length},
+                              metrics={"latency_s": timing.median_s / length, "graph_s": timing.median_s},
+                              timing=timing))
+            ctx.progress(f"{backend.name} {op}: {timing.median_s / length * 1e6:.3g} us per op in a graph")
     return out
 
 

@@ -15,6 +15,7 @@ from asprof.traces.summary import nbytes, seconds, si
 
 _DTYPE_STYLE = {"float32": ("-", "o"), "float16": ("--", "s"), "bfloat16": (":", "^")}
 _MARKERS = "osD^v<>ph"
+_KIND_STYLE = {"cold": (0.45, "//"), "warm": (1.0, None), "graph": (0.75, "..")}  # launch bars: alpha, hatch
 
 
 def plot_trace(trace: Trace, out_dir: str | Path, stem: str = "trace") -> list[Path]:
@@ -111,7 +112,7 @@ def _launch(plt, recs: list[Record]):
     groups = _unique((_backend(r), r.op) for r in recs)
     colors = _colors(_unique(_backend(r) for r in recs))
     vals = {(str(r.params.get("op")), _backend(r), r.op): r for r in recs}
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(ops) * max(1, len(groups)) / 2), 4.4))
+    fig, ax = plt.subplots(figsize=(max(9.0, 0.45 * len(ops) * len(groups)), 5.2))
     width = 0.8 / len(groups)
     x = np.arange(len(ops))
     for i, (backend, kind) in enumerate(groups):
@@ -120,22 +121,24 @@ def _launch(plt, recs: list[Record]):
             r = vals.get((op, backend, kind))
             y = r.metrics["latency_s"] * 1e6 if r else np.nan
             ys.append(y)
-            if r and r.timing and len(r.timing.samples_s) > 1:
-                q = np.percentile(r.timing.samples_s, [25, 75]) * 1e6
+            if r and r.timing and len(r.timing.samples_s) > 1 and r.timing.median_s > 0:
+                # quartiles of the samples, scaled like the metric (a graph's samples are whole chains)
+                q = np.percentile(r.timing.samples_s, [25, 75]) * (y / r.timing.median_s)
                 lo.append(max(y - q[0], 0))
                 hi.append(max(q[1] - y, 0))
             else:
                 lo.append(0)
                 hi.append(0)
         ax.bar(x + (i - (len(groups) - 1) / 2) * width, ys, width, yerr=[lo, hi], capsize=2,
-               color=colors[backend], alpha=1.0 if kind == "warm" else 0.45,
-               hatch=None if kind == "warm" else "//", edgecolor="black", linewidth=0.4, label=f"{backend} {kind}")
+               color=colors[backend], alpha=_KIND_STYLE.get(kind, (1.0, None))[0],
+               hatch=_KIND_STYLE.get(kind, (1.0, None))[1], edgecolor="black", linewidth=0.4, label=f"{backend} {kind}")
     ax.set_xticks(x, ops)
     ax.set_yscale("log")
     ax.set_ylabel("latency per op, us (median; bars: IQR)")
-    ax.set_title("tiny-op latency: cold = first call in a fresh process, warm = repeated")
+    ax.set_title("tiny-op latency: cold = first call in a fresh process, warm = repeated (synced each),\n"
+                 "graph = per op inside one chain synced once", fontsize=10)
     ax.grid(True, axis="y", which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=min(len(groups), 3), loc="upper center", bbox_to_anchor=(0.5, -0.08))
     return fig
 
 
