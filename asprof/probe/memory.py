@@ -26,7 +26,7 @@ from asprof.traces.schema import Record, Skip
 
 NAME = "memory"
 # (input, hidden, batch, steps)
-_SHAPE = {"full": (512, 2048, 64, 200), "quick": (256, 512, 64, 50), "tiny": (16, 32, 8, 50)}
+_SHAPE = {"full": (512, 1024, 64, 200), "quick": (256, 512, 64, 50), "tiny": (16, 32, 8, 50)}
 
 
 def _faults() -> tuple[int, int]:
