@@ -146,6 +146,7 @@ def _byte_ticks(ax) -> None:
     from matplotlib.ticker import FuncFormatter
 
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: nbytes(x).replace(".0 ", " ")))
+    ax.tick_params(axis="x", labelrotation=30)
 
 
 def _membw(plt, recs: list[Record]):
@@ -250,7 +251,7 @@ def _allreduce(plt, recs: list[Record]):
         _byte_ticks(ax)
         ax.set_xlabel("bytes per rank (float32 payload)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.24), ncol=2)
     bw.set_ylabel("GB/s (decimal)")
     bw.set_title("bandwidth: busbw = algbw * 2(K-1)/K (thin: fit)")
     tm.set_ylabel("time per all_sum, ms (median)")
