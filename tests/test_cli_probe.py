@@ -40,11 +40,9 @@ def one_line_error(code, err):
 ])
 def test_bad_input_fails_before_measuring(capsys, tmp_path, monkeypatch, argv, expect):
     monkeypatch.chdir(tmp_path)
-    start = time.monotonic()
     code, _, err = run_cli(capsys, "probe", *argv)
     assert expect in one_line_error(code, err)
     assert not (tmp_path / "traces").exists()  # nothing measured, nothing written
-    assert time.monotonic() - start < 5
 
 
 def test_unwritable_out_fails_before_measuring(capsys, tmp_path, monkeypatch):

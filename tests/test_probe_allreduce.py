@@ -8,6 +8,7 @@ from asprof.probe import allreduce
 from asprof.probe.allreduce import MODEL, busbw_factor, fit_ring, records_from_ranks, ring_time
 from asprof.probe.context import ProbeContext
 from asprof.probe.harness import LEVELS, Harness
+from asprof.traces.schema import Record, Skip
 
 
 def test_ring_time_is_2k_minus_1_steps_of_alpha_plus_chunk_over_beta():
@@ -82,15 +83,21 @@ def test_no_cluster_is_a_skip():
 @pytest.mark.distributed
 def test_two_real_processes():
     ctx = ProbeContext(level="tiny", harness=Harness(LEVELS["tiny"]), backends=[], absent=[], nodes=2)
-    recs = allreduce.run(ctx)
+    out = allreduce.run(ctx)
+    recs = [r for r in out if isinstance(r, Record)]
     sums = [r for r in recs if r.op == "all_sum"]
     assert [r.params["bytes"] for r in sums] == list(allreduce._SIZES["tiny"])
     for r in sums:
         assert r.params["nodes"] == 2 and r.params["backend"] == "ring" and len(r.params["hosts"]) == 2
         assert r.metrics["busbw_Bps"] == pytest.approx(r.metrics["algbw_Bps"])  # 2(K-1)/K = 1 at K=2
         assert r.metrics["time_s"] > 0 and len(r.timing.samples_s) >= 2
-    (fit,) = [r for r in recs if r.op == "fit"]
-    assert fit.metrics["beta_Bps"] > 0 and fit.metrics["alpha_s"] >= 0
+    fits = [r for r in recs if r.op == "fit"]
+    skips = [s for s in out if isinstance(s, Skip)]
+    assert len(fits) + len(skips) == 1
+    if fits:
+        assert fits[0].metrics["beta_Bps"] > 0 and fits[0].metrics["alpha_s"] >= 0
+    else:  # on a loaded 2-core machine a 1 KiB all_sum can take as long as a 4 MiB one
+        assert "unbounded" in skips[0].reason
 
 
 def test_worker_checks_the_sum_exactly():
