@@ -74,8 +74,12 @@ def check_writable(path: str | os.PathLike) -> Path:
     p = Path(path)
     if p.is_dir():
         raise TraceError(f"{p}: is a directory; give a file name for --out")
-    write_atomic(p.with_name(f".{p.name}.check"), "")
-    os.unlink(p.with_name(f".{p.name}.check"))
+    probe = p.with_name(f".{p.name}.check")
+    try:
+        write_atomic(probe, "")
+        os.unlink(probe)
+    except TraceError:
+        raise TraceError(f"{p}: cannot write here (check the directory exists and is writable)") from None
     return p
 
 
