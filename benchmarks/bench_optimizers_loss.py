@@ -36,7 +36,7 @@ def parse():
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--sweep-steps", type=int, default=80)
-    ap.add_argument("--lrs", default="3e-3,1e-2,3e-2")
+    ap.add_argument("--lrs", default="3e-4,1e-3,3e-3,1e-2")
     ap.add_argument("--sweep", default="adam,kpop", help="optimizers whose rate is swept")
     ap.add_argument("--eval-batches", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)

@@ -8,7 +8,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 import pytest
-from mlx.utils import tree_flatten
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from asprof.optimizers import (
     KPOP,
@@ -290,3 +290,24 @@ def test_communicator_buckets_like_average_gradients():
     assert comm._buckets(flat_tree) == [[0, 1], [3], [4], [2]]
     with pytest.raises(ValueError, match="bucket_bytes"):
         Communicator(mx.distributed.init(), bucket_bytes=0)
+
+
+def test_restored_state_continues_the_same_run():
+    """``opt.state = saved`` (a checkpoint) keeps the KFE state instead of re-initialising it."""
+    model, vg = kfac_model(seed=8)
+    opt = TopKPOP(2e-3, sparsity=0.5, warmup=1, frequency=2)
+    for step in range(3):
+        _, g, f = vg(*tokens(step))
+        opt.update(model, g, f)
+    mx.eval(model.parameters(), opt.state)
+    saved_params = dict(tree_flatten(model.parameters()))
+    restored = TopKPOP(2e-3, sparsity=0.5, warmup=1, frequency=2)
+    restored.state = tree_map(lambda a: a, opt.state)  # a copy of the tree (arrays are immutable)
+    restored.steps_done = opt.steps_done
+    twin, vg_twin = kfac_model(seed=0)
+    twin.update(tree_unflatten(list(saved_params.items())))
+    for o, m, v in ((opt, model, vg), (restored, twin, vg_twin)):
+        _, g, f = v(*tokens(3))
+        o.update(m, g, f)
+        mx.eval(m.parameters(), o.state)
+    assert max_diff(model.parameters(), twin.parameters()) == 0.0

@@ -82,7 +82,7 @@ class KPOP(PhasedOptimizer):
         frequency: then refresh every f steps (int ≥ 1). Default 10 (the paper: 10 or 100).
         eig_method: "eigh" (full decomposition) or "power" (one QR power step). Default "eigh".
         comm: a :class:`~asprof.optimizers.comm.Communicator` for data parallel training.
-        compile: compile the element-wise Adam math (default True).
+        compile: compile the element-wise Adam math (default: on Metal only).
 
     State per KFAC parameter: ``m``, ``v`` (R'×C'), ``C_hat`` (C×C), ``R_hat`` (R×R),
     ``Q_C`` (C×C'), ``Q_R`` (R×R'); R' = R, C' = C for KPOP. Others: ``m``, ``v``.
@@ -103,7 +103,7 @@ class KPOP(PhasedOptimizer):
         frequency: int = 10,
         eig_method: str = "eigh",
         comm: Communicator | None = None,
-        compile: bool = True,
+        compile: bool | None = None,
     ):
         super().__init__(learning_rate, betas, eps, bias_correction, weight_decay, comm, compile)
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha < 1.0:
@@ -145,6 +145,8 @@ class KPOP(PhasedOptimizer):
             r, c = w.shape
             r2, c2 = reduced_dim(r, self.sparsity), reduced_dim(c, self.sparsity)
             st = self._state_at(p)
+            if "Q_R" in st and st["m"].shape == (r2, c2):
+                continue  # restored state (``opt.state = saved``): keep it
             st.clear()
             st["m"] = mx.zeros((r2, c2), w.dtype)
             st["v"] = mx.zeros((r2, c2), w.dtype)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Callable
 
+from asprof.errors import AsprofError
 from asprof.train.config import TrainConfig
 from asprof.train.result import TrainResult, combine
 
@@ -52,8 +53,14 @@ def _run_distributed(config: TrainConfig, on_progress: Progress | None, save_par
     args = ["--config", json.dumps(config.to_dict())]
     if save_params:
         args += ["--save-params", save_params]
+    # A refresh of a large model (eigh of every factor on the CPU) can take a while: allow a
+    # long silence between heartbeats, bounded by the run's own limit.
     spec = LaunchSpec(module=WORKER, args=tuple(args), nodes=None if config.hostfile else config.nodes,
-                      hostfile=config.hostfile, timeout_s=config.timeout_s)
+                      hostfile=config.hostfile, timeout_s=config.timeout_s,
+                      stall_s=max(60.0, config.timeout_s / 10))
+    if config.batch % spec.world_size:
+        raise AsprofError(f"--batch {config.batch} must be a multiple of the {spec.world_size} ranks in "
+                          f"{config.hostfile}: each rank takes an equal shard")
 
     def on_event(msg):
         if on_progress is not None and msg.get("type") == "heartbeat" and msg.get("rank") == 0:
