@@ -102,3 +102,12 @@ def test_sparsity_point_one_payload_is_about_s():
     adam_routed = 4 * (cfg.n_params() - linear)
     ratio = (gradient_payload_bytes(cfg, "topkpop", 0.1) - adam_routed) / (4 * linear)
     assert 0.1 <= ratio < 0.12  # ceilings make it a little more than s
+
+
+def test_instrumented_distributed_run_keeps_every_ranks_phases(base):
+    r = run_training(replace(base, optimizer="topkpop", steps=3, nodes=2, instrument=True))
+    assert len(r.phases_s) == 3 and len(r.phases_s_by_rank) == 2
+    assert r.phases_s == r.phases_s_by_rank[0]
+    for ranks_phases in r.phases_s_by_rank:
+        assert all({"fwd_bwd", "refresh", "grad_allreduce", "optimizer"} <= set(p) for p in ranks_phases)
+    assert r.instrumented_loss_max_abs_diff < 1e-5

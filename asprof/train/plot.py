@@ -44,7 +44,8 @@ def plot_result(result: TrainResult, path: str | Path) -> Path:
     ax2.set_ylabel("ms")
     ax2.set_title(f"{result.summary['tokens_per_s']:.0f} tokens/s, "
                   f"{result.summary['step_time_median_s'] * 1e3:.0f} ms/step (median)")
-    ax2.legend(fontsize=8)
+    ax2.legend(fontsize=8, title="bars: instrumented pass" + (", rank 0" if result.world_size > 1 else "")
+               if result.phases_s else None, title_fontsize=8)
     ax2.grid(alpha=0.3)
     fig.tight_layout()
     p = Path(path)

@@ -35,7 +35,8 @@ class TrainResult:
     closed_form_state_bytes: int
     basis_digests: list               # per rank (None for Adam); equal = identical bases
     summary: dict
-    phases_s: list[dict] | None = None              # instrumented pass, slowest rank per phase
+    phases_s: list[dict] | None = None              # instrumented pass, rank 0, seconds per phase
+    phases_s_by_rank: list[list[dict]] | None = None  # every rank's (distributed runs)
     instrumented_step_time_s: list[float] | None = None
     instrumented_loss_max_abs_diff: float | None = None  # instrumented vs timed pass (determinism)
     schema: str = field(default=SCHEMA)
@@ -102,10 +103,12 @@ def combine(config: TrainConfig, records: list[dict], corpus: dict, n_params: in
 
     val = [[records[0]["val_losses"][j][0], sum(r["val_losses"][j][1] for r in records) / k]
            for j in range(len(records[0]["val_losses"]))]
-    phases = inst = diff = None
+    phases = by_rank = inst = diff = None
     if records[0].get("phases_s"):
-        phases = [{name: max(r["phases_s"][i].get(name, 0.0) for r in records) for name in records[0]["phases_s"][i]}
-                  for i in range(steps)]
+        # Rank 0's phases (a per-phase max over ranks would add up to more than any rank's step);
+        # every rank's are kept too: waiting for a slower rank shows up in its grad_allreduce.
+        phases = records[0]["phases_s"]
+        by_rank = [r["phases_s"] for r in records] if k > 1 else None
         inst = max_over("instrumented_step_time_s")
         diff = max(abs(a - b) for r in records for a, b in zip(r["losses"], r["instrumented_losses"]))
     mc = config.model_config()
@@ -136,6 +139,7 @@ def combine(config: TrainConfig, records: list[dict], corpus: dict, n_params: in
         basis_digests=[r["basis_digest"] for r in records],
         summary=summary,
         phases_s=phases,
+        phases_s_by_rank=by_rank,
         instrumented_step_time_s=inst,
         instrumented_loss_max_abs_diff=diff,
     )
