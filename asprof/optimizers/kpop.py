@@ -251,7 +251,8 @@ class TopKPOP(KPOP):
 
 
 def make_optimizer(name: str, learning_rate, sparsity: float = 1.0, **kwargs) -> PhasedOptimizer:
-    """``adam`` | ``kpop`` | ``topkpop`` by name (KFAC keyword arguments are ignored for Adam)."""
+    """``adam`` | ``kpop`` | ``topkpop`` | ``eigen-adam`` | ``soap`` | ``racs`` | ``alice`` |
+    ``alice-0`` by name; ``kwargs`` go to the class (KFAC keyword arguments are ignored for Adam)."""
     from asprof.optimizers.base import Adam
 
     check_positive("learning_rate", learning_rate, allow_callable=True)
@@ -263,4 +264,10 @@ def make_optimizer(name: str, learning_rate, sparsity: float = 1.0, **kwargs) ->
         return KPOP(learning_rate, **kwargs)
     if name == "topkpop":
         return TopKPOP(learning_rate, sparsity=sparsity, **kwargs)
-    raise ValueError(f"unknown optimizer {name!r}; choose adam, kpop or topkpop")
+    from asprof.optimizers import alice, eigen_adam, racs, soap  # they import this module
+
+    structured = {"eigen-adam": eigen_adam.EigenAdam, "soap": soap.SOAP, "racs": racs.RACS,
+                  "alice": alice.Alice, "alice-0": alice.Alice0}
+    if name in structured:
+        return structured[name](learning_rate, **kwargs)
+    raise ValueError(f"unknown optimizer {name!r}; choose adam, kpop, topkpop, {', '.join(structured)}")
