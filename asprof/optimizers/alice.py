@@ -26,6 +26,7 @@ from asprof.optimizers.structured import (
     eigh_descending,
     norm_growth_limiter,
     oriented,
+    stat_dtype,
 )
 
 
@@ -136,14 +137,14 @@ class Alice(StructuredOptimizer):
         wo, _ = oriented(w)
         m, n = wo.shape
         r = alice_rank(m, self.rank)
-        state["U"] = mx.zeros((m, r), mx.float32)
+        state["U"] = mx.zeros((m, r), stat_dtype(w))
         state["m"] = mx.zeros((r, n), w.dtype)
         state["v"] = mx.zeros((r, n), w.dtype)
         if self.tracking:
-            state["Q"] = mx.zeros((r, r), mx.float32)
+            state["Q"] = mx.zeros((r, r), stat_dtype(w))
         if self.compensation:
-            state["p"] = mx.zeros((n,), mx.float32)
-            state["phi"] = mx.zeros((), mx.float32)
+            state["p"] = mx.zeros((n,), stat_dtype(w))
+            state["phi"] = mx.zeros((), stat_dtype(w))
 
     def refresh_matrix(self, g: mx.array, state: dict, path: str) -> None:
         g, _ = oriented(g)

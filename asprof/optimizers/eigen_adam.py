@@ -10,7 +10,14 @@ import mlx.core as mx
 
 from asprof.optimizers.comm import Communicator
 from asprof.optimizers.kpop import eigh_basis
-from asprof.optimizers.structured import StructuredOptimizer, adam_direction, check_int, check_unit_interval, oriented
+from asprof.optimizers.structured import (
+    StructuredOptimizer,
+    adam_direction,
+    check_int,
+    check_unit_interval,
+    oriented,
+    stat_dtype,
+)
 
 
 class EigenAdam(StructuredOptimizer):
@@ -59,8 +66,8 @@ class EigenAdam(StructuredOptimizer):
         m, n = wo.shape
         state["m"] = mx.zeros((m, n), w.dtype)
         state["v"] = mx.zeros((m, n), w.dtype)
-        state["Q"] = mx.zeros((m, m), mx.float32)
-        state["U"] = mx.eye(m, dtype=mx.float32)
+        state["Q"] = mx.zeros((m, m), stat_dtype(w))
+        state["U"] = mx.eye(m, dtype=stat_dtype(w))
 
     def _accumulate(self, g: mx.array, state: dict) -> None:
         b3 = self.beta3

@@ -10,7 +10,14 @@ import mlx.core as mx
 
 from asprof.optimizers.base import check_positive
 from asprof.optimizers.comm import Communicator
-from asprof.optimizers.structured import StructuredOptimizer, check_int, check_unit_interval, norm_growth_limiter
+from asprof.optimizers.structured import (
+    StructuredOptimizer,
+    check_int,
+    check_unit_interval,
+    norm_growth_limiter,
+    oriented,
+    stat_dtype,
+)
 
 # Guards the fixed point against an all-zero gradient (then s = q = 0 and the step is 0).
 _TINY = 1e-30
@@ -29,7 +36,8 @@ def two_sided_scaling(p: mx.array, iters: int) -> tuple[mx.array, mx.array]:
 
 
 class RACS(StructuredOptimizer):
-    r"""RACS (Algorithm 1). For each routed matrix G ∈ R^{m×n}, at update t = 1, 2, ...:
+    r"""RACS (Algorithm 1). For each routed matrix G ∈ R^{m×n} (m ≤ n; a weight with more rows
+    than columns is handled as its transpose), at update t = 1, 2, ...:
 
     .. math::
 
@@ -74,17 +82,21 @@ class RACS(StructuredOptimizer):
         self.iters = check_int("iters", iters, 1)
 
     def init_matrix(self, w: mx.array, state: dict) -> None:
-        m, n = w.shape
-        state["s"] = mx.zeros((n,), mx.float32)
-        state["q"] = mx.zeros((m,), mx.float32)
-        state["phi"] = mx.zeros((), mx.float32)
+        m, n = oriented(w)[0].shape
+        state["s"] = mx.zeros((n,), stat_dtype(w))
+        state["q"] = mx.zeros((m,), stat_dtype(w))
+        state["phi"] = mx.zeros((), stat_dtype(w))
 
     def matrix_delta(self, g: mx.array, state: dict) -> mx.array:
+        # q (from 1) on the smaller side, as the paper's m ≤ n: the EMAs of s and q are taken
+        # separately, so which side starts the iteration changes the result.
+        g, transposed = oriented(g)
         b = self.beta
-        s_new, q_new = two_sided_scaling(mx.square(g).astype(mx.float32), self.iters)
+        s_new, q_new = two_sided_scaling(mx.square(g).astype(state["s"].dtype), self.iters)
         state["s"] = b * state["s"] + (1 - b) * s_new
         state["q"] = b * state["q"] + (1 - b) * q_new
         scale = mx.sqrt(state["q"])[:, None] * mx.sqrt(state["s"])[None, :]
         g_tilde = g / (scale + self.eps).astype(g.dtype)
         eta, state["phi"] = norm_growth_limiter(g_tilde, state["phi"], self.gamma)
-        return -(self.learning_rate.astype(g.dtype) * self.alpha) * eta * g_tilde
+        delta = -(self.learning_rate.astype(g.dtype) * self.alpha) * eta * g_tilde
+        return delta.T if transposed else delta

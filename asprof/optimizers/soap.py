@@ -10,7 +10,7 @@ import mlx.core as mx
 
 from asprof.optimizers.comm import Communicator
 from asprof.optimizers.kpop import eigh_basis
-from asprof.optimizers.structured import StructuredOptimizer, adam_direction, check_int, check_unit_interval
+from asprof.optimizers.structured import StructuredOptimizer, adam_direction, check_int, check_unit_interval, stat_dtype
 
 
 class SOAP(StructuredOptimizer):
@@ -49,10 +49,10 @@ class SOAP(StructuredOptimizer):
         m, n = w.shape
         state["m"] = mx.zeros((m, n), w.dtype)
         state["v"] = mx.zeros((m, n), w.dtype)
-        state["L"] = mx.zeros((m, m), mx.float32)
-        state["R"] = mx.zeros((n, n), mx.float32)
-        state["U_L"] = mx.eye(m, dtype=mx.float32)
-        state["U_R"] = mx.eye(n, dtype=mx.float32)
+        state["L"] = mx.zeros((m, m), stat_dtype(w))
+        state["R"] = mx.zeros((n, n), stat_dtype(w))
+        state["U_L"] = mx.eye(m, dtype=stat_dtype(w))
+        state["U_R"] = mx.eye(n, dtype=stat_dtype(w))
 
     def _accumulate(self, g: mx.array, state: dict) -> None:
         b3 = self.beta3

@@ -64,6 +64,12 @@ def default_matrix_paths(parameters: dict) -> list[str]:
     return out
 
 
+def stat_dtype(w: mx.array) -> mx.Dtype:
+    """The dtype of statistics and bases: float32 (also for half-precision weights), float64 for
+    float64 weights (MLX's CPU stream; the float64 oracle tests use it)."""
+    return mx.float64 if w.dtype == mx.float64 else mx.float32
+
+
 def oriented(g: mx.array) -> tuple[mx.array, bool]:
     """(G as the paper's m×n with m ≤ n, whether it was transposed)."""
     return (g.T, True) if g.shape[0] > g.shape[1] else (g, False)
