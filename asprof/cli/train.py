@@ -12,8 +12,9 @@ import click
 from asprof.errors import AsprofError
 
 
-@click.command(help="""Train the small LLaMA on byte-level text with Adam, KPOP or TopKPOP and report
-loss, tokens/s and per-step time (the first --warmup + 1 steps are left out of the timing summary).
+@click.command(help="""Train the small LLaMA on byte-level text with Adam, KPOP or TopKPOP (or the
+structured-Fisher optimizers Eigen-Adam, SOAP, RACS, Alice, Alice-0) and report loss, tokens/s and
+per-step time (the first --warmup + 1 steps are left out of the timing summary).
 
 Data defaults to the Python standard library's own source (present on every installation);
 --data FILE trains on your text. --nodes N runs N local ranks over MLX's ring backend,
@@ -21,10 +22,13 @@ Data defaults to the Python standard library's own source (present on every inst
 --instrument adds a second pass from the same seed that times the phases of each step
 (fwd_bwd, factor_ema, refresh, grad_allreduce, optimizer). Writes a JSON result and a loss
 plot (PNG) to --out.""")
-@click.option("--optimizer", type=click.Choice(["adam", "kpop", "topkpop"]), default="adam", show_default=True)
+@click.option("--optimizer", type=click.Choice(["adam", "kpop", "topkpop", "eigen-adam", "soap", "racs", "alice",
+                                               "alice-0"]), default="adam", show_default=True)
 @click.option("--sparsity", type=float, default=0.1, show_default=True, help="TopKPOP s in (0, 1].")
 @click.option("--steps", type=int, default=100, show_default=True)
-@click.option("--lr", type=float, default=None, help="Learning rate [default: Adam 1e-3, KPOP/TopKPOP 3e-3: the sweep in docs/optimizers.md].")
+@click.option("--lr", type=float, default=None,
+              help="Learning rate [default: Adam 1e-3, KPOP/TopKPOP 3e-3: the sweep in docs/optimizers.md; "
+                   "Eigen-Adam/SOAP 3e-3, RACS/Alice/Alice-0 0.02: the papers'].")
 @click.option("--model", default="small", show_default=True, help="Preset name or JSON model config (vocab is set to 256).")
 @click.option("--batch", type=int, default=8, show_default=True, help="Global batch (sequences), split over the ranks.")
 @click.option("--seq", type=int, default=None, help="Sequence length [default: the preset's].")
@@ -32,6 +36,11 @@ plot (PNG) to --out.""")
 @click.option("--warmup", type=int, default=10, show_default=True, help="Refresh every step while t < warmup.")
 @click.option("--alpha", type=float, default=0.95, show_default=True, help="Factor EMA decay.")
 @click.option("--eig-method", type=click.Choice(["eigh", "power"]), default="eigh", show_default=True)
+@click.option("--interval", type=int, default=None,
+              help="Eigen-Adam/SOAP/Alice: refresh the basis every K steps [default: 10, Alice 200 (the papers')]. "
+                   "--frequency, --warmup, --alpha, --eig-method are KPOP's.")
+@click.option("--rank", type=float, default=0.25, show_default=True,
+              help="Alice/Alice-0 rank r: a fraction (<= 1) of each matrix's smaller side, or a count.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--nodes", type=int, default=1, show_default=True, help="Local ranks (ring backend over loopback).")
 @click.option("--hostfile", type=click.Path(dir_okay=False), default=None, help="mlx.launch hostfile.")
@@ -43,15 +52,16 @@ plot (PNG) to --out.""")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--timeout", "timeout_s", type=float, default=3600.0, show_default=True,
               help="Distributed runs: stop all ranks after this many seconds.")
-def command(optimizer, sparsity, steps, lr, model, batch, seq, frequency, warmup, alpha, eig_method, seed,
-            nodes, hostfile, data, eval_every, instrument, out_dir, as_json, timeout_s):
+def command(optimizer, sparsity, steps, lr, model, batch, seq, frequency, warmup, alpha, eig_method, interval, rank,
+            seed, nodes, hostfile, data, eval_every, instrument, out_dir, as_json, timeout_s):
     from asprof.train.config import TrainConfig
     from asprof.train.plot import plot_result
     from asprof.train.runner import run_training
 
     config = TrainConfig(optimizer=optimizer, steps=steps, lr=lr, model=model, batch=batch, seq=seq,
                          sparsity=sparsity, frequency=frequency, warmup=warmup, alpha=alpha,
-                         eig_method=eig_method, seed=seed, data=data, eval_every=eval_every,
+                         eig_method=eig_method, interval=interval, rank=rank, seed=seed, data=data,
+                         eval_every=eval_every,
                          instrument=instrument, nodes=nodes, hostfile=hostfile, timeout_s=timeout_s)
     _check_writable(out_dir)
     result = run_training(config, on_progress=_Progress(steps))

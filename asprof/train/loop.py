@@ -60,7 +60,10 @@ class Trainer:
         self.rank = group.rank() if group is not None else 0
         self.world = group.size() if group is not None else 1
         self.model = build_model(self.cfg, seed=config.seed)
-        self.uses_factors = config.optimizer != "adam"
+        self.opt = make_optimizer(config.optimizer, config.learning_rate, sparsity=config.sparsity,
+                                  comm=self.comm, **config.optimizer_kwargs())
+        # KPOP/TopKPOP need KFAC factors; Adam and the structured-Fisher optimizers do not.
+        self.uses_factors = getattr(self.opt, "needs_factors", config.optimizer != "adam")
         model = self.model
         if self.uses_factors:
             attach_kfac(model)
@@ -68,8 +71,6 @@ class Trainer:
         else:
             plain = nn.value_and_grad(model, lambda x, y: loss_fn(model, x, y))
             self.value_and_grad = lambda x, y: (*plain(x, y), None)
-        self.opt = make_optimizer(config.optimizer, config.learning_rate, sparsity=config.sparsity,
-                                  comm=self.comm, **config.optimizer_kwargs())
 
     def batch(self, step: int):
         c = self.config
@@ -116,7 +117,10 @@ class Trainer:
         return float(mx.mean(mx.stack(losses)).item())
 
     def basis_digest(self) -> str | None:
-        """A hash of every eigenbasis this rank holds (equal digests = identical bases)."""
+        """A hash of every eigenbasis this rank holds (equal digests = identical bases); for the
+        structured-Fisher optimizers, of their whole matrix state."""
+        if hasattr(self.opt, "state_digest"):
+            return self.opt.state_digest()
         if not self.uses_factors:
             return None
         import hashlib

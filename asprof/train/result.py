@@ -135,7 +135,7 @@ def combine(config: TrainConfig, records: list[dict], corpus: dict, n_params: in
         bytes_per_step=records[0]["bytes_per_step"],
         val_losses=val,
         state_bytes=records[0]["state_bytes"],
-        closed_form_state_bytes=closed_form_state_bytes(mc, config.optimizer, config.sparsity),
+        closed_form_state_bytes=closed_form_state_bytes(mc, config.optimizer, config.sparsity, config.alice_rank),
         basis_digests=[r["basis_digest"] for r in records],
         summary=summary,
         phases_s=phases,
