@@ -31,15 +31,16 @@ def test_tiny_run_on_mlx_cpu():
     out = blas.run(tiny_ctx([MLXBackend("cpu")]))
     recs = [r for r in out if isinstance(r, Record)]
     ops = {(r.op, r.dtype) for r in recs}
-    assert ops == {(op, d) for op in ("matmul", "matvec", "vjp") for d in DTYPES}
+    assert ops == {(op, d) for op in ("matmul", "matvec", "vjp") for d in DTYPES} | {
+        (op, "float32") for op in blas.LAYOUT_OPS}
     for r in recs:
         assert (r.framework, r.device, r.probe) == ("mlx", "cpu", "blas")
         assert set(r.metrics) == {"flop", "flops_per_s", "time_s"}
         assert r.metrics["time_s"] == r.timing.median_s
         assert r.metrics["flops_per_s"] == pytest.approx(r.metrics["flop"] / r.metrics["time_s"])
-        if r.op == "matmul":
+        if r.op in blas.MATMUL_OPS:
             assert set(r.params) == {"m", "n", "k", "batch"}
-            assert r.metrics["flop"] == blas.flop("matmul", tuple(r.params[k] for k in ("m", "n", "k", "batch")))
+            assert r.metrics["flop"] == blas.flop(r.op, tuple(r.params[k] for k in ("m", "n", "k", "batch")))
         else:
             assert set(r.params) == {"m", "n"}
         assert len(r.timing.samples_s) >= 2
@@ -65,3 +66,19 @@ def test_measure_one_torch():
     rec = blas.measure_one(tiny_ctx([]), TorchBackend("cpu"), "matmul", (8, 8, 8, 1), "bfloat16")
     assert rec.framework == "torch" and rec.dtype == "bfloat16" and rec.metrics["flop"] == 2 * 8**3
     assert torch is not None
+
+
+def test_transposed_layouts_compute_the_transposed_products():
+    import mlx.core as mx
+    import numpy as np
+
+    backend = MLXBackend("cpu")
+    for op, (m, n, k) in (("matmul_nt", (3, 4, 5)), ("matmul_tn", (3, 4, 5))):
+        call = blas._workload(backend, op, (m, n, k, 1), "float32")
+        out = call()
+        assert out.shape == (m, n)
+        a = backend.randn((m, k) if op == "matmul_nt" else (k, m), "float32", seed=1)
+        b = backend.randn((n, k) if op == "matmul_nt" else (k, n), "float32", seed=2)
+        ref = np.array(a) @ np.array(b).T if op == "matmul_nt" else np.array(a).T @ np.array(b)
+        assert np.allclose(np.array(out), ref, atol=1e-5)
+        assert mx is not None

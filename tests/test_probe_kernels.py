@@ -44,10 +44,12 @@ def test_launch_child_failure_is_a_reason_not_a_crash():
 
 def test_membw_records_stream_byte_counts():
     recs = records(membw.run(tiny_ctx([MLXBackend("cpu")])))
-    assert {r.op for r in recs} == {"copy", "triad"}
+    assert {r.op for r in recs} == {"copy", "triad", "exp"}
     for r in recs:
-        arrays = 2 if r.op == "copy" else 3
+        arrays = 3 if r.op == "triad" else 2
         assert r.metrics["bytes_moved"] == arrays * r.params["bytes"]
+        if r.op == "exp":
+            assert r.metrics["elements_per_s"] == pytest.approx(r.params["bytes"] / 4 / r.metrics["time_s"])
         assert r.metrics["bytes_per_s"] == pytest.approx(r.metrics["bytes_moved"] / r.metrics["time_s"])
 
 

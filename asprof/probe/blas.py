@@ -7,6 +7,11 @@ For every backend and dtype (float32 / float16 / bfloat16) it sweeps sizes upwar
 * ``matvec`` (params m, n): y = A·x, flop = 2·m·n (memory-bound, Fig. 6).
 * ``vjp`` (params m, n): forward y = A·x and the VJP vᵀA of x ↦ A·x through the framework's
   autodiff, both evaluated: flop = 4·m·n (Fig. 7; the backward pass's basic kernel).
+* ``matmul_nt`` / ``matmul_tn`` (params m, n, k, batch; float32, square sizes): C = A·Bᵀ with
+  B stored (n, k), and C = Aᵀ·B with A stored (k, m) — the transposed views are made before the
+  timed call, so the BLAS gets the transpose flag, exactly as in a training step (a linear
+  layer's forward is x·Wᵀ, its weight gradient dYᵀ·X). The layout can halve the rate: MLX's
+  Linux wheel's reference BLAS runs A·Bᵀ at about half the rate of A·B.
 
 Metrics: ``flop``, ``time_s`` (median) and ``flops_per_s`` = flop / median (decimal units when
 shown). A size whose call would exceed the level's per-call limit, estimated from the best rate
@@ -22,20 +27,25 @@ from asprof.traces.schema import Record, Skip
 
 NAME = "blas"
 
-_SQUARE = {"full": (64, 128, 256, 512, 1024, 2048), "quick": (64, 256, 512, 1024), "tiny": (8, 16)}
+_SQUARE = {"full": (64, 128, 256, 512, 1024, 2048), "quick": (64, 128, 256, 512, 1024), "tiny": (8, 16)}
 _BATCHED = {"full": ((2000, 2000, 2000, 8),), "quick": ((2000, 2000, 2000, 8),), "tiny": ((16, 16, 16, 2),)}
 _VECTOR = {"full": (256, 1024, 4096, 8192), "quick": (256, 1024, 4096), "tiny": (16,)}
 
 
+LAYOUT_OPS = ("matmul_nt", "matmul_tn")  # float32 only: the dtype the simulator's workloads train in
+MATMUL_OPS = ("matmul",) + LAYOUT_OPS
+
+
 def shapes(level: str) -> dict[str, list[tuple[int, ...]]]:
     """The sweep per op at ``level``, in increasing cost."""
-    mm = [(n, n, n, 1) for n in _SQUARE[level]] + list(_BATCHED[level])
+    square = [(n, n, n, 1) for n in _SQUARE[level]]
     vec = [(n, n) for n in _VECTOR[level]]
-    return {"matmul": mm, "matvec": vec, "vjp": vec}
+    return {"matmul": square + list(_BATCHED[level]), "matvec": vec, "vjp": vec,
+            "matmul_nt": square, "matmul_tn": square}
 
 
 def flop(op: str, shape: tuple[int, ...]) -> float:
-    if op == "matmul":
+    if op in MATMUL_OPS:
         m, n, k, batch = shape
         return 2.0 * m * n * k * batch
     m, n = shape
@@ -43,25 +53,33 @@ def flop(op: str, shape: tuple[int, ...]) -> float:
 
 
 def _params(op: str, shape: tuple[int, ...]) -> dict:
-    if op == "matmul":
+    if op in MATMUL_OPS:
         return dict(zip(("m", "n", "k", "batch"), shape))
     return {"m": shape[0], "n": shape[1]}
 
 
 def _label(op: str, shape: tuple[int, ...]) -> str:
-    if op == "matmul":
+    if op in MATMUL_OPS:
         m, n, k, b = shape
-        return f"matmul {b}x{m}x{k}@{k}x{n}" if b > 1 else f"matmul {m}x{k}@{k}x{n}"
+        a_, b_ = {"matmul": ("", ""), "matmul_nt": ("", "ᵀ"), "matmul_tn": ("ᵀ", "")}[op]
+        lead = f"{b}x" if b > 1 else ""
+        return f"matmul {lead}{m}x{k}{a_}@{k}x{n}{b_}"
     return f"{op} {shape[0]}x{shape[1]}"
 
 
 def _workload(backend: Backend, op: str, shape: tuple[int, ...], dtype: str):
     """Inputs created (and evaluated) outside the timed region; returns the call to time."""
-    if op == "matmul":
+    if op in MATMUL_OPS:
         m, n, k, batch = shape
         lead = (batch,) if batch > 1 else ()
-        a = backend.randn(lead + (m, k), dtype, seed=1)
-        b = backend.randn(lead + (k, n), dtype, seed=2)
+        a_shape, b_shape = {"matmul": ((m, k), (k, n)), "matmul_nt": ((m, k), (n, k)),
+                            "matmul_tn": ((k, m), (k, n))}[op]
+        a = backend.randn(lead + a_shape, dtype, seed=1)
+        b = backend.randn(lead + b_shape, dtype, seed=2)
+        if op == "matmul_nt":
+            b = _transposed(backend, b)
+        elif op == "matmul_tn":
+            a = _transposed(backend, a)
         return lambda: backend.matmul(a, b)
     m, n = shape
     a = backend.randn((m, n), dtype, seed=1)
@@ -70,6 +88,15 @@ def _workload(backend: Backend, op: str, shape: tuple[int, ...], dtype: str):
         return lambda: backend.matmul(a, x)
     v = backend.randn((m,), dtype, seed=3)
     return lambda: backend.vjp(a, x, v)
+
+
+def _transposed(backend: Backend, x):
+    """A transposed *view* of x's last two axes, made (and evaluated) outside the timed call."""
+    if backend.framework == "mlx":
+        t = backend.mx.swapaxes(x, -1, -2)
+        backend.mx.eval(t)
+        return t
+    return x.transpose(-2, -1)
 
 
 def measure_one(ctx: ProbeContext, backend: Backend, op: str, shape: tuple[int, ...], dtype: str) -> Record:
@@ -88,12 +115,14 @@ def run(ctx: ProbeContext) -> list[Record | Skip]:
     out: list[Record | Skip] = list(ctx.absent_skips(NAME))
     sweep = shapes(ctx.level)
     for backend in ctx.backends:
-        for dtype in DTYPES:
+        for dtype in ctx.option("dtypes", DTYPES):
             reason = dtype_supported(backend, dtype)
             if reason:
                 out.append(Skip(NAME, backend.framework, backend.device, reason))
                 continue
             for op, op_shapes in sweep.items():
+                if op in LAYOUT_OPS and dtype != "float32":
+                    continue
                 best_rate, last_s = 0.0, None
                 for shape in op_shapes:
                     what = f"{dtype} {_label(op, shape)}"

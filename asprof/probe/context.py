@@ -31,7 +31,14 @@ class ProbeContext:
     progress: Callable[[str], None] = lambda msg: None
     nodes: int | None = None
     hostfile: Path | None = None
+    # Options a caller can narrow a probe with (read with ``option``): ``dtypes`` (blas),
+    # ``cold`` (launch: fresh-process first calls; default True).
     extra: dict[str, Any] = field(default_factory=dict)
+    # Ranks of a cluster probe (asprof.probe.cluster_worker) measure in lockstep: every decision
+    # that changes which calls run (skip a size) must be the same on all of them, or their
+    # collective stopping rules pair up different measurements and the ring hangs. ``agree_skip``
+    # turns a local "skip" into the group's decision (skip if any rank would).
+    agree_skip: Callable[[bool], bool] = lambda skip: skip
 
     @property
     def max_call_s(self) -> float:
@@ -46,14 +53,17 @@ class ProbeContext:
     def pick(self, level_table: dict[str, Any]) -> Any:
         return level_table[self.level]
 
+    def option(self, name: str, default: Any) -> Any:
+        return self.extra.get(name, default)
+
 
 def too_slow(estimate_s: float | None, last_call_s: float | None, ctx: ProbeContext) -> bool:
     """Skip a call estimated over the per-call limit, unless the estimate is extrapolated from a
     call so short (< 1/16 of the limit) that latency or noise dominated its rate: then measure
     (at worst a few times the limit, once)."""
-    if estimate_s is None or last_call_s is None:
-        return False
-    return estimate_s > ctx.max_call_s and last_call_s >= ctx.max_call_s / 16
+    local = (estimate_s is not None and last_call_s is not None
+             and estimate_s > ctx.max_call_s and last_call_s >= ctx.max_call_s / 16)
+    return ctx.agree_skip(local)
 
 
 def slow_reason(what: str, estimate_s: float, rate_text: str, ctx: ProbeContext) -> str:

@@ -41,8 +41,10 @@ _CHAIN = {"full": 256, "quick": 128, "tiny": 16}
 def run(ctx: ProbeContext) -> list[Record | Skip]:
     out: list[Record | Skip] = list(ctx.absent_skips(NAME))
     for backend in ctx.backends:
-        cold = _cold_samples(backend.framework, backend.device, ctx)
-        if isinstance(cold, str):
+        cold = _cold_samples(backend.framework, backend.device, ctx) if ctx.option("cold", True) else None
+        if cold is None:
+            pass  # not asked for (a cluster probe: the simulator needs warm and in-graph costs only)
+        elif isinstance(cold, str):
             out.append(Skip(NAME, backend.framework, backend.device, f"cold launch: {cold}"))
         else:
             for op in TINY_OPS:

@@ -2,6 +2,10 @@
 
 * ``copy``: y = copy(x) — one read and one write per element: bytes_moved = 2·bytes.
 * ``triad``: a = b + s·c — two reads and one write: bytes_moved = 3·bytes.
+* ``exp``: y = exp(x) — one read and one write like ``copy`` (bytes_moved = 2·bytes), plus
+  ``elements_per_s``. Where a transcendental costs more than moving its bytes (MLX's CPU
+  ``exp`` is ~50x slower than a copy here), softmax, cross-entropy and SiLU are bound by it,
+  not by memory; the simulator costs them per exp evaluated.
 
 ``bytes`` is the size of one array (float32). Bytes moved are the nominal STREAM counts (the
 data the kernel must touch), so ``bytes_per_s`` = bytes_moved / median time. Small arrays fit
@@ -18,7 +22,7 @@ from asprof.traces.schema import Record, Skip
 NAME = "membw"
 _BYTES = {
     "full": (2**16, 2**18, 2**20, 2**22, 2**24, 2**26, 2**28),
-    "quick": (2**20, 2**24, 2**26),
+    "quick": (2**16, 2**18, 2**20, 2**24, 2**26),
     "tiny": (2**12,),
 }
 
@@ -30,6 +34,12 @@ def _human(nbytes: int) -> str:
     return f"{nbytes} B"
 
 
+def _exp(backend, x):
+    if backend.framework == "mlx":
+        return backend.mx.exp(x, stream=backend.stream)
+    return backend.torch.exp(x)
+
+
 def run(ctx: ProbeContext) -> list[Record | Skip]:
     out: list[Record | Skip] = list(ctx.absent_skips(NAME))
     for backend in ctx.backends:
@@ -39,16 +49,19 @@ def run(ctx: ProbeContext) -> list[Record | Skip]:
             x = backend.randn((n,), "float32", seed=1)
             b = backend.randn((n,), "float32", seed=2)
             c = backend.randn((n,), "float32", seed=3)
-            for op, arrays, fn in (("copy", 2, lambda: backend.copy(x)), ("triad", 3, lambda: triad(b, c))):
+            for op, arrays, fn in (("copy", 2, lambda: backend.copy(x)), ("triad", 3, lambda: triad(b, c)),
+                                   ("exp", 2, lambda: _exp(backend, x))):
                 timing = ctx.measure(backend, fn, f"{op} {_human(nbytes)}")
                 moved = arrays * nbytes
                 params = {"bytes": nbytes}
                 if op == "triad":
                     params["fused"] = fused
+                metrics = {"bytes_moved": float(moved), "time_s": timing.median_s,
+                           "bytes_per_s": per_second(moved, timing.median_s)}
+                if op == "exp":
+                    metrics["elements_per_s"] = per_second(n, timing.median_s)
                 out.append(Record(NAME, op, backend.framework, backend.device, "float32", params=params,
-                                  metrics={"bytes_moved": float(moved), "time_s": timing.median_s,
-                                           "bytes_per_s": per_second(moved, timing.median_s)},
-                                  timing=timing))
+                                  metrics=metrics, timing=timing))
                 ctx.progress(f"{backend.name} {op} {_human(nbytes)}: "
                              f"{per_second(moved, timing.median_s) / 1e9:.3g} GB/s")
             del x, b, c

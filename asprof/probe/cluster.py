@@ -1,0 +1,96 @@
+"""Probe a cluster as it will train: compute probes on every rank at once, then the all-reduce.
+
+:func:`probe_cluster` launches :mod:`asprof.probe.cluster_worker` on every rank of a
+:class:`Placement` (local ranks, namespace hosts, or an ``mlx.launch`` hostfile), collects each
+rank's records (tagged ``rank``/``ranks``/``round``), then — with more than one rank — runs the
+all-reduce sweep (:mod:`asprof.probe.allreduce_worker`) on the same placement and fits the ring
+(:func:`asprof.probe.allreduce.records_from_ranks`). Every all-reduce record carries the
+placement's ``link`` label ("loopback", "netns 100 Mbit/s", "hostfile h1,h2"), so a later run can
+tell whether a trace describes *this* cluster (asprof.validate.match).
+
+The trace is written atomically once everything is measured; its ``nodes`` is the rank count and
+its ``host`` is what rank 0 reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from asprof import __version__
+from asprof.cluster.launch import LaunchSpec, RankHost, launch, read_hostfile
+from asprof.errors import AsprofError
+from asprof.probe.cluster_worker import COMPUTE_PROBES
+from asprof.traces.io import save_trace, utc_now
+from asprof.traces.schema import Host, Record, Skip, Trace
+
+ALLREDUCE_SIZES = {"quick": (2**12, 2**16, 2**20, 2**24), "tiny": (2**10, 2**22),
+                   "full": tuple(2**p for p in range(10, 27, 2))}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the ranks run: exactly one of ``nodes`` (local, loopback ring), ``hosts`` (one
+    address and command prefix per rank, e.g. namespace hosts) or ``hostfile``; ``link`` names
+    the network between them."""
+
+    nodes: int | None = None
+    hosts: tuple[RankHost, ...] | None = None
+    hostfile: str | None = None
+    link: str = "loopback"
+
+    def __post_init__(self):
+        if sum(x is not None for x in (self.nodes, self.hosts, self.hostfile)) != 1:
+            raise AsprofError("give exactly one of --nodes or --hostfile")
+
+    @property
+    def size(self) -> int:
+        if self.nodes is not None:
+            return self.nodes
+        if self.hosts is not None:
+            return len(self.hosts)
+        return len(read_hostfile(self.hostfile))
+
+    def spec(self, module: str, args=(), **kw) -> LaunchSpec:
+        return LaunchSpec(module=module, args=tuple(args), nodes=self.nodes, hosts=self.hosts,
+                          hostfile=self.hostfile, **kw)
+
+
+def probe_cluster(place: Placement, out: str | Path, level: str = "quick", rounds: int = 3,
+                  progress: Callable[[str], None] = lambda msg: None) -> Trace:
+    """Measure ``place`` (compute on every rank, then the ring) and write the trace to ``out``."""
+    k = place.size
+
+    def on_event(msg):
+        if msg.get("type") == "heartbeat" and msg.get("rank") == 0 and "probe" in msg:
+            progress(f"compute probes on {k} rank{'s' if k > 1 else ''} at once: {msg['probe']} "
+                     f"(round {msg.get('round', 0) + 1}/{rounds})")
+        elif msg.get("type") == "heartbeat" and msg.get("rank") == 0 and "bytes" in msg:
+            progress(f"all_sum on {k} ranks: {msg['bytes']} B")
+
+    args = ("--level", level, "--rounds", str(rounds), "--probes", ",".join(COMPUTE_PROBES))
+    results = launch(place.spec("asprof.probe.cluster_worker", args, timeout_s=1800.0, stall_s=300.0),
+                     on_event=on_event)
+    records = [Record.from_dict(d, d["probe"]) for res in results for d in res["records"]]
+    skipped = [Skip(**s) for s in results[0]["skipped"]]
+    host = Host.from_dict(results[0]["host"])
+    if k > 1:
+        from asprof.probe.allreduce import records_from_ranks
+
+        sizes = ALLREDUCE_SIZES[level]
+        ar = launch(place.spec("asprof.probe.allreduce_worker", ("--sizes", ",".join(map(str, sizes)), "--level", level),
+                               timeout_s=1800.0, stall_s=300.0), on_event=on_event)
+        for item in records_from_ranks(ar, "ring"):
+            if isinstance(item, Record):
+                from dataclasses import replace
+
+                records.append(replace(item, params={**item.params, "link": place.link}))
+            else:
+                skipped.append(item)
+    trace = Trace(host=host, records=tuple(records), skipped=tuple(skipped), created_utc=utc_now(),
+                  asprof_version=__version__, nodes=k,
+                  description=f"cluster probe: {k} rank{'s' if k > 1 else ''}, link {place.link}, "
+                              f"compute measured on every rank at once ({rounds} rounds, level {level})")
+    save_trace(trace, out)
+    return trace

@@ -1,0 +1,91 @@
+"""Rank side of a cluster probe: every rank runs the compute probes at the same time.
+
+``python -m asprof.probe.cluster_worker --level quick --rounds 3 --probes blas,launch,membw,linalg``
+run on every rank by :func:`asprof.probe.cluster.probe_cluster` (through
+:func:`asprof.cluster.launch.launch`).
+
+Why on every rank, concurrently: a training step runs its compute on all ranks at once. Ranks
+that share a machine (``--nodes N`` on one host, or namespace hosts on one Linux box) share its
+cores, caches and memory bandwidth — MLX's CPU ops run one thread per process, so four ranks on
+two cores each get about half a core — and only a measurement taken under the same launch sees
+that. On a real cluster (one Mac per rank) the same run gives each node's own figures.
+
+Ranks measure in lockstep: the harness's stop rule and every skip decision are made collectively
+(an ``all_sum`` over the group), so all ranks run the same calls at the same time and the ring
+never pairs up different measurements. The whole suite runs ``rounds`` times (the simulator takes
+the median over the repeated records): a machine whose speed drifts for seconds at a time — a
+shared VM — then cannot bias one size or one op.
+
+Each record gets ``params.rank``, ``params.ranks`` and ``params.round``; rank 0 also sends this
+machine's host description.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from dataclasses import replace
+
+from asprof.cluster.worker import emit_result, heartbeat, init_group
+
+COMPUTE_PROBES = ("blas", "launch", "membw", "linalg")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m asprof.probe.cluster_worker")
+    ap.add_argument("--level", default="quick", choices=("full", "quick", "tiny"))
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--probes", default=",".join(COMPUTE_PROBES))
+    ap.add_argument("--dtypes", default="float32", help="blas dtypes (comma-separated)")
+    args = ap.parse_args(argv)
+
+    group = init_group()
+    import mlx.core as mx
+
+    from asprof.probe.backends import discover
+    from asprof.probe.context import ProbeContext
+    from asprof.probe.harness import LEVELS, Harness
+    from asprof.probe.runner import REGISTRY, _load
+    from asprof.traces.host import capture_host
+    from asprof.traces.schema import Record, Skip
+
+    rank, k = group.rank(), group.size()
+    one = mx.ones((1,))
+
+    def count(flag: bool) -> float:
+        """How many ranks raise ``flag`` (a small all_sum; every rank must call it)."""
+        heartbeat()
+        if k == 1:
+            return float(flag)
+        return mx.distributed.all_sum(one * float(flag), group=group).item()
+
+    class LockstepHarness(Harness):
+        def measure(self, fn, sync, what="", agree=None):
+            # stop only when every rank wants to stop
+            return super().measure(fn, sync, what, agree=lambda stop: count(not stop) == 0)
+
+    names = [n for n in args.probes.split(",") if n]
+    for n in names:
+        if n not in REGISTRY or n in ("memory", "allreduce"):
+            raise SystemExit(f"cluster_worker: not a compute probe: {n!r}")
+    backends, absent = discover(("mlx",))
+    records, skipped = [], []
+    for rnd in range(args.rounds):
+        ctx = ProbeContext(level=args.level, harness=LockstepHarness(LEVELS[args.level]), backends=backends,
+                           absent=absent, extra={"dtypes": tuple(args.dtypes.split(",")), "cold": False},
+                           agree_skip=lambda skip: count(skip) > 0)
+        for step, name in enumerate(names):
+            heartbeat(rnd * len(names) + step, probe=name, round=rnd)
+            for item in _load(name).run(ctx):
+                if isinstance(item, Record):
+                    params = {**item.params, "rank": rank, "ranks": k, "round": rnd}
+                    records.append(replace(item, params=params).to_dict() | {"probe": item.probe})
+                elif isinstance(item, Skip) and rnd == 0:
+                    skipped.append(item.to_dict())
+    host = capture_host(with_torch=False).to_dict() if rank == 0 else None
+    emit_result({"rank": rank, "size": k, "hostname": socket.gethostname(), "host": host,
+                 "records": records, "skipped": skipped})
+
+
+if __name__ == "__main__":
+    main()
