@@ -65,6 +65,10 @@ class SimConfig:
     collapse: str = "auto"  # auto: collapse identical deterministic ranks; always / never
     timeline: bool = False  # keep every task's span for a timeline
     max_tasks: int = 3_000_000  # above this a full simulation falls back to collapsed ranks
+    # Simulate the *instrumented* training pass (asprof train --instrument): an evaluation (sync)
+    # closes every phase, so nothing overlaps across phases; the result then has per-step phase
+    # times (OptimizerResult.phase_times_s) to compare with the measured ones.
+    instrumented: bool = False
 
     def __post_init__(self):
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps <= 0:

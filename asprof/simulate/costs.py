@@ -205,8 +205,8 @@ def plan_step(workload: Workload, spec: OptimizerSpec, nodes: int) -> StepPlan:
     for name, r, c in cfg.linear_shapes():
         r2, c2 = reduced_dim(r, s), reduced_dim(c, s)
         # 1. batch factors in the custom VJP (kfac.py): x2ᵀx2 and dy2ᵀdy2, each then scaled
-        factors += [Op("factor C_b = XᵀX/B", "gemm", 1, m=c, n=c, k=T),
-                    Op("factor R_b = ΔYᵀΔY/B", "gemm", 1, m=r, n=r, k=T),
+        factors += [Op("factor C_b = XᵀX/B", "gemm", 1, m=c, n=c, k=T, layout="tn"),
+                    Op("factor R_b = ΔYᵀΔY/B", "gemm", 1, m=r, n=r, k=T, layout="tn"),
                     Op("factor scaling", "elementwise", 2, bytes=(r * r + c * c) * STATE_BYTES)]
         # 2. EMA: a·F + (1−a)·F_b, three kernels per factor
         ema += [Op("factor EMA", "elementwise", 1, bytes=3 * n * n * STATE_BYTES, kernels=3) for n in (c, r)]
@@ -225,19 +225,21 @@ def plan_step(workload: Workload, spec: OptimizerSpec, nodes: int) -> StepPlan:
             power_cpu.append(Op("power step QR (CPU)", "linalg", 1, n=n, linalg="qr", scale=frac, device="cpu"))
         # 4./5. gradient path
         if spec.name == "topkpop":
-            project += [Op("project Q_Rᵀ·G", "gemm", 1, m=r2, n=c, k=r), Op("project ·Q_C", "gemm", 1, m=r2, n=c2, k=c)]
+            project += [Op("project Q_Rᵀ·G", "gemm", 1, m=r2, n=c, k=r, layout="tn"),
+                        Op("project ·Q_C", "gemm", 1, m=r2, n=c2, k=c)]
             grad_arrays.append(r2 * c2 * STATE_BYTES)
             kfac_grad += r2 * c2 * STATE_BYTES
             update.adam(name, r2 * c2, with_step=False)
             update.add(Op("back-project Q_R·ΔW'", "gemm", 1, m=r, n=c2, k=r2),
-                       Op("back-project ·Q_Cᵀ", "gemm", 1, m=r, n=c, k=c2))
+                       Op("back-project ·Q_Cᵀ", "gemm", 1, m=r, n=c, k=c2, layout="nt"))
         else:
             grad_arrays.append(r * c * STATE_BYTES)
             kfac_grad += r * c * STATE_BYTES
-            update.add(Op("rotate Q_Rᵀ·G", "gemm", 1, m=r, n=c, k=r), Op("rotate ·Q_C", "gemm", 1, m=r, n=c, k=c))
+            update.add(Op("rotate Q_Rᵀ·G", "gemm", 1, m=r, n=c, k=r, layout="tn"),
+                       Op("rotate ·Q_C", "gemm", 1, m=r, n=c, k=c))
             update.adam(name, r * c, with_step=False)
             update.add(Op("rotate back Q_R·ΔW'", "gemm", 1, m=r, n=c, k=r),
-                       Op("rotate back ·Q_Cᵀ", "gemm", 1, m=r, n=c, k=c))
+                       Op("rotate back ·Q_Cᵀ", "gemm", 1, m=r, n=c, k=c, layout="nt"))
         update.add(Op("weight += ΔW", "elementwise", 1, bytes=3 * r * c * STATE_BYTES))
         memory["optimizer_state"] += 2 * r2 * c2 * STATE_BYTES
         memory["preconditioner"] += (r * r + c * c + r * r2 + c * c2) * STATE_BYTES

@@ -2,11 +2,16 @@
 
 Every cost comes from the trace's records, never from a constant peak:
 
-* ``gemm_time(m, n, k, batch, dtype)``: the measured matmul times of that dtype on MLX's
+* ``gemm_time(m, n, k, batch, dtype, layout)``: the measured matmul times of that dtype on MLX's
   accelerator device, interpolated log-log over the flop count (which is the same as
   interpolating the throughput log-log over size), with a memory floor ``bytes / best
-  bandwidth`` for skinny shapes the square sweep does not cover;
+  bandwidth`` for skinny shapes the square sweep does not cover. Transposed operand layouts
+  ("nt" A·Bᵀ, "tn" Aᵀ·B; blas ops ``matmul_nt`` / ``matmul_tn``) have their own curves where
+  the trace measured them (a BLAS may run them at a different rate), else the "nn" one;
 * ``elementwise_time(bytes_moved, device)``: the membw copy/triad times over bytes moved;
+* ``exp_work(elements)``: the membw ``exp`` times over elements: transcendentals (softmax,
+  cross-entropy, sigmoid) can cost far more than their bytes (MLX's CPU exp). Without such
+  records it is 0 and those ops cost their bytes;
 * ``launch_s``: the median warm latency of one synced tiny op (launch probe). Every measured
   time above is a synced single op, so it contains one such latency: the *work* of an op inside
   a lazy graph is the measured time minus ``launch_s`` (``gemm_work``, ``elementwise_work``),
@@ -33,6 +38,7 @@ from asprof.errors import MissingProbeError
 from asprof.traces.schema import Record, Trace
 
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+LAYOUTS = ("nn", "nt", "tn")
 LINALG_OPS = ("eigh", "qr", "power_step")
 
 
@@ -115,10 +121,12 @@ class HardwareModel:
     accelerator: str  # "metal" | "cuda" | "none"
     accel_device: str  # the MLX device whose records drive the accelerator lane: "gpu" or "cpu"
     memory_bytes: int
-    gemm: dict = field(default_factory=dict)  # dtype -> Curve over flop
+    gemm: dict = field(default_factory=dict)  # dtype -> Curve over flop (A·B)
+    gemm_layouts: dict = field(default_factory=dict)  # (dtype, "nt" | "tn") -> Curve over flop
     membw_accel: Curve | None = None  # over bytes moved
     membw_cpu: Curve | None = None
     best_bw_Bps: float | None = None
+    exp_curve: Curve | None = None  # over elements
     launch: float | None = None
     dispatch: float | None = None
     linalg: dict = field(default_factory=dict)  # op -> Curve over n
@@ -169,6 +177,17 @@ class HardwareModel:
                                 f"best measured matmul rate ({p.get('batch', 1)}×{p.get('m')}×{p.get('k')}·"
                                 f"{p.get('k')}×{p.get('n')}, {best.origin})")
                 sources[f"gemm {dtype}"] = _origin_note(recs)
+        gemm_layouts = {}
+        for layout in LAYOUTS[1:]:
+            recs = trace.probe("blas", op=f"matmul_{layout}", framework="mlx", device=accel_device)
+            for dtype in sorted({r.dtype for r in recs if r.dtype}):
+                pts = [(r.metrics.get("flop") or 0.0, _time_of(r)) for r in recs if r.dtype == dtype]
+                pts = [(f, t) for f, t in pts if f and t]
+                if pts:
+                    gemm_layouts[(dtype, layout)] = Curve.fit(pts, power=1.0)
+        if gemm and not gemm_layouts and trace.origin == "measured":
+            notes.append("no transposed-layout matmul measurements (blas ops matmul_nt/matmul_tn): every GEMM "
+                         "costs what A·B costs, which some BLAS libraries do not (re-run `asprof probe`)")
         for r in trace.probe("blas", op="peak", framework="mlx", device=accel_device):
             if r.dtype and r.metrics.get("flops_per_s"):
                 src = r.source or "measured"
@@ -194,6 +213,12 @@ class HardwareModel:
         if membw_accel is not None:
             sources["membw"] = _origin_note(bw_recs)
 
+        exp_recs = trace.probe("membw", op="exp", framework="mlx", device=accel_device)
+        exp_pts = [(r.params.get("bytes", 0) / ITEMSIZE.get(r.dtype or "float32", 4), _time_of(r)) for r in exp_recs]
+        exp_curve = Curve.fit(exp_pts) if any(x > 0 and t for x, t in exp_pts) else None
+        if exp_curve is None and trace.origin == "measured":
+            notes.append("no exp throughput measurement (membw op exp): softmax, cross-entropy and SiLU cost only "
+                         "their bytes, which under-predicts them where transcendentals are slow (re-run `asprof probe`)")
         warm = trace.probe("launch", op="warm", framework="mlx", device=accel_device)
         launch = median([r.metrics["latency_s"] for r in warm if "latency_s" in r.metrics]) if warm else None
         if warm:
@@ -246,8 +271,8 @@ class HardwareModel:
         }
         return cls(
             name=name, chip=host.chip, accelerator=host.accelerator, accel_device=accel_device,
-            memory_bytes=host.memory_bytes, gemm=gemm, membw_accel=membw_accel, membw_cpu=membw_cpu,
-            best_bw_Bps=best_bw, launch=launch, dispatch=dispatch, linalg=linalg, alpha=alpha, beta=beta,
+            memory_bytes=host.memory_bytes, gemm=gemm, gemm_layouts=gemm_layouts, membw_accel=membw_accel, membw_cpu=membw_cpu,
+            best_bw_Bps=best_bw, exp_curve=exp_curve, launch=launch, dispatch=dispatch, linalg=linalg, alpha=alpha, beta=beta,
             link_includes_reduction=link_includes_reduction, peaks=peaks,
             noise={k: v for k, v in noise.items() if v}, origin=trace.origin, sources=sources,
             notes=tuple(notes),
@@ -269,20 +294,21 @@ class HardwareModel:
     def dispatch_s(self) -> float:
         return self.dispatch if self.dispatch is not None else 0.0
 
-    def gemm_curve(self, dtype: str) -> Curve:
-        curve = self.gemm.get(dtype)
+    def gemm_curve(self, dtype: str, layout: str = "nn") -> Curve:
+        curve = self.gemm_layouts.get((dtype, layout)) or self.gemm.get(dtype)
         if curve is None:
             raise self._missing("blas", f"{dtype} matmul measurements for mlx/{self.accel_device}")
         return curve
 
-    def flop_work(self, flop: float, dtype: str = "float32") -> float:
+    def flop_work(self, flop: float, dtype: str = "float32", layout: str = "nn") -> float:
         """Seconds of GEMM work for ``flop`` inside a graph: the synced time less one launch."""
-        return max(0.0, self.gemm_curve(dtype)(flop) - self.launch_s)
+        return max(0.0, self.gemm_curve(dtype, layout)(flop) - self.launch_s)
 
-    def gemm_work(self, m: int, n: int, k: int, batch: int = 1, dtype: str = "float32") -> float:
-        """Seconds of work of one (batched) GEMM (m×k)·(k×n) inside a graph, at least its
-        memory traffic at the best measured bandwidth (skinny shapes the sweep lacks)."""
-        t = self.flop_work(2.0 * m * n * k * batch, dtype)
+    def gemm_work(self, m: int, n: int, k: int, batch: int = 1, dtype: str = "float32", layout: str = "nn") -> float:
+        """Seconds of work of one (batched) GEMM (m×k)·(k×n) with operands stored as ``layout``
+        inside a graph, at least its memory traffic at the best measured bandwidth (skinny
+        shapes the sweep lacks)."""
+        t = self.flop_work(2.0 * m * n * k * batch, dtype, layout)
         if self.best_bw_Bps:
             t = max(t, ITEMSIZE.get(dtype, 4) * batch * (m * k + k * n + m * n) / self.best_bw_Bps)
         return t
@@ -293,6 +319,12 @@ class HardwareModel:
         if curve is None:
             raise self._missing("membw", f"memory bandwidth (copy/triad) for mlx/{self.accel_device if device == 'accel' else 'cpu'}")
         return max(0.0, curve(bytes_moved) - self.launch_s)
+
+    def exp_work(self, elements: float) -> float:
+        """Seconds of ``elements`` exp evaluations inside a graph (0 without measurements)."""
+        if self.exp_curve is None or elements <= 0:
+            return 0.0
+        return max(0.0, self.exp_curve(elements) - self.launch_s)
 
     def linalg_time(self, op: str, n: int) -> float:
         """Seconds for one ``eigh`` / ``qr`` / ``power_step`` of an n×n matrix on the CPU stream."""

@@ -4,7 +4,7 @@ collapsed rank), run on the engine. See predict.py for the step structure it bui
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -14,6 +14,9 @@ from asprof.simulate.costs import OptimizerSpec, StepPlan, bucket_arrays, plan_s
 from asprof.simulate.engine import Engine
 from asprof.simulate.summarise import OptimizerResult, summarise
 from asprof.simulate.workload import Workload, ops_time
+
+# The phases of asprof.train.loop (kpop_contract.md, "Instrumented mode"), in step order.
+PHASE_ORDER = ("fwd_bwd", "factor_ema", "refresh", "grad_allreduce", "optimizer")
 
 
 class _Sampler:
@@ -171,11 +174,21 @@ def simulate_optimizer(workload: Workload, spec: OptimizerSpec, cluster: Cluster
             prev = done
         return unpacked
 
+    inst = sim.instrumented
     prev = [[] for _ in range(P)]
     step_last: list[list[int]] = []
+    phase_ends: list[list[dict]] = []  # per step, per rank: phase -> the task that closes it
     first_refresh_done = False
+
+    def sync(i: int, r: int, t: int, deps: list[int], phase: str, cat: str) -> list[int]:
+        """Instrumented pass: ``mx.eval`` closes ``phase`` on rank i (one launch/sync)."""
+        x = task(gpu[i], costs[i].spec.gpu * costs[i].spec.hardware.launch_s, deps, (r, t, f"sync: {phase}", cat))
+        ends[i][phase] = x
+        return [x]
+
     for t in range(sim.steps):
         refresh = spec.refresh_due(t)
+        ends = [{} for _ in range(P)]
         cur, grads = [], []
         for i, r in enumerate(ranks):
             c, smp = costs[i], samplers[i]
@@ -183,9 +196,13 @@ def simulate_optimizer(workload: Workload, spec: OptimizerSpec, cluster: Cluster
             x = task(gpu[i], smp("gemm", c.bwd), [x], (r, t, "backward", "compute"))
             if spec.kfac:
                 x = task(gpu[i], smp("gemm", c.factors), [x], (r, t, "KFAC factors", "opt_accel"))
+            if inst:
+                x = sync(i, r, t, [x], "fwd_bwd", "compute")[0]
             grads.append(x)
-            if spec.kfac and refresh:  # the refresh evaluates the EMA first
+            if spec.kfac and (refresh or inst):  # the refresh (or the instrumented pass) evaluates the EMA first
                 x = task(gpu[i], smp("elementwise", c.ema), [x], (r, t, "factor EMA", "opt_accel"))
+                if inst:
+                    x = sync(i, r, t, [x], "factor_ema", "opt_accel")[0]
             cur.append([x])
         if refresh:
             if K > 1:
@@ -201,13 +218,17 @@ def simulate_optimizer(workload: Workload, spec: OptimizerSpec, cluster: Cluster
                     x = task(cpu[i], smp("cpu", c.eig_cpu), cur[i], (r, t, "eigh (CPU stream)", "refresh_cpu"))
                     x = task(gpu[i], smp("elementwise", c.eig_accel), [x], (r, t, "eigenvector signs", "refresh_accel"))
                 cur[i] = [x]
+                if inst:  # the refresh evaluates itself (its sync is in eig_accel / power_post)
+                    ends[i]["refresh"] = x
             first_refresh_done = True
         if spec.name == "topkpop":
             cur = [[task(gpu[i], samplers[i]("gemm", costs[i].project), cur[i], (r, t, "project G' = Q_Rᵀ G Q_C", "opt_accel"))]
                    for i, r in enumerate(ranks)]
         if K > 1:
             cur = allreduce(t, grad_buckets, cur, "gradient all-reduce", "comm")
-        if spec.kfac and not refresh:
+        if inst:
+            cur = [sync(i, r, t, cur[i], "grad_allreduce", "comm") for i, r in enumerate(ranks)]
+        if spec.kfac and not refresh and not inst:
             # The EMA is in the same lazy graph as the all-reduce and the update but feeds neither;
             # MLX reaches it after them (mx.eval(loss, parameters, state)), so it runs on the
             # accelerator while the ring runs on the links and CPUs, and the step waits for it.
@@ -219,8 +240,31 @@ def simulate_optimizer(workload: Workload, spec: OptimizerSpec, cluster: Cluster
             u = task(gpu[i], samplers[i](update_noise, costs[i].update), cur[i], (r, t, "optimizer update", "opt_accel"))
             prev[i] = [u]
             last.append(u)
+            ends[i]["optimizer"] = u  # the step's own evaluation closes it
         step_last.append(last)
+        phase_ends.append(ends)
 
     eng.run()
     result = summarise(eng, step_last, workload, spec, plan, cluster, sim.steps, collapsed, noisy)
+    if inst:
+        result = replace(result, phase_times_s=_phase_times(eng, phase_ends, step_last))
     return result, eng
+
+
+def _phase_times(eng: Engine, phase_ends: list[list[dict]], step_last: list[list[int]]) -> tuple:
+    """Per step, seconds per phase as ``asprof train --instrument`` times them: on each rank the
+    time from the previous phase's sync to this one's (waits for other ranks included), then the
+    slowest rank per phase (asprof.train.result.combine does the same with measured phases)."""
+    out = []
+    end = eng.end
+    for t, ends in enumerate(phase_ends):
+        per_phase: dict = {}
+        for i, e in enumerate(ends):
+            before = end[step_last[t - 1][i]] if t > 0 else 0.0  # this rank's previous step
+            for phase in PHASE_ORDER:
+                if phase in e:
+                    d = end[e[phase]] - before
+                    before = end[e[phase]]
+                    per_phase[phase] = max(per_phase.get(phase, 0.0), d)
+        out.append(per_phase)
+    return tuple(out)

@@ -60,6 +60,9 @@ class OptimizerResult:
     collapsed: bool
     sampled: bool
     spans: tuple = field(default=(), repr=False)
+    # instrumented simulations only: per step, phase -> seconds (slowest rank), like the measured
+    # TrainResult.phases_s
+    phase_times_s: tuple | None = field(default=None, repr=False)
 
     def to_dict(self, with_steps: bool = True) -> dict:
         d = {k: getattr(self, k) for k in (

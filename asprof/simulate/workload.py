@@ -1,20 +1,24 @@
 """The workload model: what one data-parallel rank computes per step (DESIGN §4 "Workload").
 
 A LLaMA-style model (:class:`asprof.presets.ModelConfig`, the same config `asprof.train` builds)
-and a local batch become lists of :class:`Op` — GEMMs with their shapes, memory-bound
-element-wise groups with bytes moved and kernel counts — for the forward and the backward pass
-of the model in ``asprof/train/model.py``: RMSNorm, q/k/v/o projections, rotary embeddings,
-``mx.fast.scaled_dot_product_attention`` (causal), gated SiLU MLP, tied head, cross-entropy.
+and a local batch become lists of :class:`Op` — GEMMs with their shapes and operand layouts,
+memory-bound element-wise groups with bytes moved and kernel counts — for the forward and the
+backward pass of the model in ``asprof/train/model.py``: RMSNorm, q/k/v/o projections, rotary
+embeddings, causal attention, gated SiLU MLP, tied head, cross-entropy.
 
 Counting conventions (estimates, documented in docs/simulator.md):
 
-* GEMM (m×k)·(k×n): 2mnk flop; it touches (mk + kn + mn) elements.
-* Attention: the forward is the fused kernel (QKᵀ and PV: 4·B·H·S²·d flop, the full square —
-  an upper bound where a causal kernel skips masked blocks; the scores never reach memory); the backward recomputes the scores and runs 4 more score-sized
-  GEMMs, with the softmax and its gradient materialised (MLX's VJP of the fused kernel).
+* GEMM (m×k)·(k×n): 2mnk flop; it touches (mk + kn + mn) elements. Its *layout* is how the
+  operands are stored, which changes the BLAS rate (the blas probe measures each): a linear
+  layer's forward is x·Wᵀ ("nt": W is stored out×in), its input gradient dY·W ("nn") and its
+  weight gradient Xᵀ·dY ("tn", MLX's VJP of a matmul).
+* Attention in training is *unfused* on every MLX device: ``mx.fast.scaled_dot_product_attention``
+  falls back to its composed ops while a gradient is traced (MLX ``fast.cpp``, and the Metal
+  backend's ``use_fallback`` returns true for training): scale·q, the scores q·kᵀ (batched "nt"),
+  the causal mask (``where``), a softmax, P·v (batched "nn"); its VJP is four batched GEMMs
+  (dP = dO·vᵀ, dv = Pᵀ·dO, dq = dS·k, dkᵀ = qᵀ·dS) and the softmax/where gradients.
 * Element-wise ops: bytes are what a kernel must read and write; kernels counts follow the
   unfused MLX graph (each at least one launch).
-* The backward pass of each linear layer is two GEMMs: dX = dY·W and dW = dYᵀ·X.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ class Op:
     scale: float = 1.0  # linalg: fraction of the measured n×n cost (a QR of an n×k panel)
     dtype: str = "float32"
     device: str = "accel"  # "accel" or "cpu"
+    layout: str = "nn"  # GEMM operand storage: "nn" A·B, "nt" A·Bᵀ (B stored n×k), "tn" Aᵀ·B
+    exp: float = 0.0  # element-wise: exp evaluations per instance (softmax, logsumexp, sigmoid)
 
     @property
     def flop(self) -> float:
@@ -66,11 +72,11 @@ def op_time(hw: HardwareModel, op: Op) -> float:
     if op.count == 0:
         return 0.0
     if op.kind == "gemm":
-        one = max(hw.dispatch_s, hw.gemm_work(op.m, op.n, op.k, op.batch, op.dtype))
+        one = max(hw.dispatch_s, hw.gemm_work(op.m, op.n, op.k, op.batch, op.dtype, op.layout))
     elif op.kind == "attention":
         one = max(hw.dispatch_s, hw.flop_work(op.flop_each, op.dtype), hw.elementwise_work(op.bytes, op.device))
     elif op.kind == "elementwise":
-        one = max(op.kernels * hw.dispatch_s, hw.elementwise_work(op.bytes, op.device))
+        one = max(op.kernels * hw.dispatch_s, hw.elementwise_work(op.bytes, op.device) + hw.exp_work(op.exp))
     elif op.kind == "linalg":
         one = op.scale * hw.linalg_time(op.linalg, op.n)
     else:
@@ -131,38 +137,49 @@ class Workload:
         c, T, b, dt = self.model, self.tokens, self.itemsize, self.dtype
         h, f, L, V = c.hidden, c.ffn, c.layers, c.vocab
         H, d, S, B = c.heads, c.head_dim, self.seq, self.batch
+        A = B * H * S * S  # attention score elements of one layer
         return [
             Op("embedding gather", "elementwise", 1, bytes=2 * T * h * b, dtype=dt),
             Op("rms_norm", "elementwise", 2 * L + 1, bytes=2 * T * h * b, dtype=dt),
-            Op("q/k/v/o proj", "gemm", 4 * L, m=T, n=h, k=h, dtype=dt),
+            Op("q/k/v/o proj", "gemm", 4 * L, m=T, n=h, k=h, dtype=dt, layout="nt"),
             Op("rope", "elementwise", 2 * L, bytes=2 * T * h * b, dtype=dt),
-            Op("attention (fused)", "attention", L, flop_each=4.0 * B * H * S * S * d, bytes=4 * T * h * b, dtype=dt),
-            Op("gate/up proj", "gemm", 2 * L, m=T, n=f, k=h, dtype=dt),
-            Op("silu(gate)*up", "elementwise", L, bytes=8 * T * f * b, kernels=3, dtype=dt),
-            Op("down proj", "gemm", L, m=T, n=h, k=f, dtype=dt),
+            Op("attention scale·q", "elementwise", L, bytes=2 * T * h * b, dtype=dt),
+            Op("attention scores q·kᵀ", "gemm", L, m=S, n=S, k=d, batch=B * H, dtype=dt, layout="nt"),
+            Op("causal mask + where", "elementwise", L, bytes=2 * A * b, kernels=4, dtype=dt),
+            Op("softmax", "elementwise", L, bytes=2 * A * b, exp=A, dtype=dt),
+            Op("attention P·v", "gemm", L, m=S, n=d, k=S, batch=B * H, dtype=dt),
+            Op("attention heads → rows (copy)", "elementwise", L, bytes=2 * T * h * b, dtype=dt),
+            Op("gate/up proj", "gemm", 2 * L, m=T, n=f, k=h, dtype=dt, layout="nt"),
+            Op("silu(gate)*up", "elementwise", L, bytes=8 * T * f * b, kernels=3, exp=T * f, dtype=dt),
+            Op("down proj", "gemm", L, m=T, n=h, k=f, dtype=dt, layout="nt"),
             Op("residual add", "elementwise", 2 * L, bytes=3 * T * h * b, dtype=dt),
-            Op("head (tied)" if c.tied_embeddings else "head", "gemm", 1, m=T, n=V, k=h, dtype=dt),
-            Op("cross-entropy", "elementwise", 1, bytes=2 * T * V * b, kernels=5, dtype=dt),
+            Op("head (tied)" if c.tied_embeddings else "head", "gemm", 1, m=T, n=V, k=h, dtype=dt, layout="nt"),
+            Op("cross-entropy (logsumexp)", "elementwise", 1, bytes=2 * T * V * b, kernels=5, exp=T * V, dtype=dt),
         ]
 
     def backward_ops(self) -> list[Op]:
         c, T, b, dt = self.model, self.tokens, self.itemsize, self.dtype
         h, f, L, V = c.hidden, c.ffn, c.layers, c.vocab
         H, d, S, B = c.heads, c.head_dim, self.seq, self.batch
+        A = B * H * S * S
         return [
-            Op("cross-entropy grad", "elementwise", 1, bytes=3 * T * V * b, kernels=4, dtype=dt),
+            Op("cross-entropy grad (softmax)", "elementwise", 1, bytes=3 * T * V * b, kernels=4, exp=T * V, dtype=dt),
             Op("head dX", "gemm", 1, m=T, n=h, k=V, dtype=dt),
-            Op("head dW", "gemm", 1, m=V, n=h, k=T, dtype=dt),
+            Op("head dW", "gemm", 1, m=h, n=V, k=T, dtype=dt, layout="tn"),
             Op("q/k/v/o dX", "gemm", 4 * L, m=T, n=h, k=h, dtype=dt),
-            Op("q/k/v/o dW", "gemm", 4 * L, m=h, n=h, k=T, dtype=dt),
+            Op("q/k/v/o dW", "gemm", 4 * L, m=h, n=h, k=T, dtype=dt, layout="tn"),
             Op("gate/up dX", "gemm", 2 * L, m=T, n=h, k=f, dtype=dt),
-            Op("gate/up dW", "gemm", 2 * L, m=f, n=h, k=T, dtype=dt),
+            Op("gate/up dW", "gemm", 2 * L, m=h, n=f, k=T, dtype=dt, layout="tn"),
             Op("down dX", "gemm", L, m=T, n=f, k=h, dtype=dt),
-            Op("down dW", "gemm", L, m=h, n=f, k=T, dtype=dt),
-            # recompute QKᵀ, then dP = dO·Vᵀ, dV = Pᵀ·dO, dQ = dS·K, dK = dSᵀ·Q
-            Op("attention scores (recompute)", "gemm", L, m=S, n=S, k=d, batch=B * H, dtype=dt),
-            Op("attention dP/dV/dQ/dK", "gemm", 4 * L, m=S, n=d, k=S, batch=B * H, dtype=dt),
-            Op("softmax + softmax grad", "elementwise", L, bytes=5 * B * H * S * S * b, kernels=6, dtype=dt),
+            Op("down dW", "gemm", L, m=f, n=h, k=T, dtype=dt, layout="tn"),
+            # the VJP of the unfused attention: dP = dO·vᵀ, dv = Pᵀ·dO, dq = dS·k, dkᵀ = qᵀ·dS
+            Op("attention dP = dO·vᵀ", "gemm", L, m=S, n=S, k=d, batch=B * H, dtype=dt, layout="nt"),
+            Op("attention dv = Pᵀ·dO", "gemm", L, m=S, n=d, k=S, batch=B * H, dtype=dt, layout="tn"),
+            Op("attention dq = dS·k", "gemm", L, m=S, n=d, k=S, batch=B * H, dtype=dt),
+            Op("attention dkᵀ = qᵀ·dS", "gemm", L, m=d, n=S, k=S, batch=B * H, dtype=dt, layout="tn"),
+            # softmax VJP s·(g − Σ s·g): multiply, sum, multiply, subtract; then the where's VJP
+            Op("softmax + mask grad", "elementwise", L, bytes=11 * A * b, kernels=5, dtype=dt),
+            Op("attention copies + scale grad", "elementwise", L, bytes=4 * T * h * b, kernels=2, dtype=dt),
             Op("rms_norm grad", "elementwise", 2 * L + 1, bytes=4 * T * h * b, kernels=3, dtype=dt),
             Op("rope grad", "elementwise", 2 * L, bytes=2 * T * h * b, dtype=dt),
             Op("silu*up grad", "elementwise", L, bytes=10 * T * f * b, kernels=5, dtype=dt),
@@ -181,6 +198,8 @@ class Workload:
         of one layer and the logits and their gradient (an estimate; docs/simulator.md)."""
         c, T, b = self.model, self.tokens, self.itemsize
         h, f, L, V = c.hidden, c.ffn, c.layers, c.vocab
-        per_layer = T * (10 * h + 4 * f)  # norm in/out ×2, q,k,v (+rope), attn out, residuals; gate, up, silu, product
-        scores = 2 * self.batch * c.heads * self.seq * self.seq  # P and dS of the layer being differentiated
-        return (L * per_layer + scores + 2 * T * h + 2 * T * V) * b
+        A = self.batch * c.heads * self.seq * self.seq
+        # norm in/out ×2, q,k,v (+rope), attn out, residuals; gate, up, silu, product; the softmax
+        # output P (unfused attention keeps it for the backward pass)
+        per_layer = T * (10 * h + 4 * f) + A
+        return (L * per_layer + A + 2 * T * h + 2 * T * V) * b  # + dS of the layer being differentiated
