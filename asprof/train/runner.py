@@ -16,9 +16,16 @@ Progress = Callable[[str, int, int, float, float], None]
 
 
 def run_training(config: TrainConfig, on_progress: Progress | None = None,
-                 save_params: str | None = None) -> TrainResult:
+                 save_params: str | None = None, hosts: tuple | None = None) -> TrainResult:
     """Train as ``config`` says and return the combined result (raises AsprofError /
-    DistributedError with one line on anything a user can cause)."""
+    DistributedError with one line on anything a user can cause). ``hosts`` (one
+    :class:`asprof.cluster.launch.RankHost` per rank, e.g. namespace hosts; ``config.nodes`` must
+    equal their number) launches the ranks there instead of on local loopback — even a single
+    rank, which then runs as its own process."""
+    if hosts is not None:
+        if len(hosts) != config.nodes:
+            raise AsprofError(f"{len(hosts)} hosts given for a {config.nodes}-rank configuration")
+        return _run_distributed(config, on_progress, save_params, hosts=tuple(hosts))
     if config.distributed:
         return _run_distributed(config, on_progress, save_params)
     from asprof.train.data import load_corpus
@@ -47,7 +54,8 @@ def _save_params(model, directory: str) -> None:
     mx.savez(str(Path(directory) / "rank0.npz"), **dict(tree_flatten(model.parameters())))
 
 
-def _run_distributed(config: TrainConfig, on_progress: Progress | None, save_params: str | None) -> TrainResult:
+def _run_distributed(config: TrainConfig, on_progress: Progress | None, save_params: str | None,
+                     hosts: tuple | None = None) -> TrainResult:
     from asprof.cluster.launch import LaunchSpec, launch
 
     args = ["--config", json.dumps(config.to_dict())]
@@ -55,8 +63,8 @@ def _run_distributed(config: TrainConfig, on_progress: Progress | None, save_par
         args += ["--save-params", save_params]
     # A refresh of a large model (eigh of every factor on the CPU) can take a while: allow a
     # long silence between heartbeats, bounded by the run's own limit.
-    spec = LaunchSpec(module=WORKER, args=tuple(args), nodes=None if config.hostfile else config.nodes,
-                      hostfile=config.hostfile, timeout_s=config.timeout_s,
+    spec = LaunchSpec(module=WORKER, args=tuple(args), nodes=None if config.hostfile or hosts else config.nodes,
+                      hostfile=config.hostfile, hosts=hosts, timeout_s=config.timeout_s,
                       stall_s=max(60.0, config.timeout_s / 10))
     if config.batch % spec.world_size:
         raise AsprofError(f"--batch {config.batch} must be a multiple of the {spec.world_size} ranks in "
