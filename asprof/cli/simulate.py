@@ -28,6 +28,23 @@ def _slow(ctx, param, values):
     return tuple(out)
 
 
+def _pairs(kind, what):
+    """NAME=VALUE options, repeatable and/or comma-separated (``--speedup soap=1.5,alice=2``)."""
+    def parse(ctx, param, values):
+        out = []
+        for v in values:
+            for item in (x for x in v.split(",") if x.strip()):
+                name, sep, value = item.partition("=")
+                try:
+                    if not sep or not name.strip():
+                        raise ValueError
+                    out.append((name.strip(), kind(value)))
+                except ValueError:
+                    raise click.BadParameter(f"expected OPTIMIZER={what}, got {item!r}") from None
+        return tuple(out)
+    return parse
+
+
 def _node_traces(ctx, param, values):
     out = []
     for v in values:
@@ -38,8 +55,9 @@ def _node_traces(ctx, param, values):
     return tuple(out)
 
 
-@click.command(help="""Predict how long a training step takes with Adam, KPOP and TopKPOP on N nodes in a
-ring, and why: a discrete-event simulation driven by a trace (docs/simulator.md).
+@click.command(help="""Predict how long a training step takes with Adam, KPOP and TopKPOP (or Eigen-Adam,
+SOAP, RACS, Alice, Alice-0) on N nodes in a ring, and why: a discrete-event simulation driven by a
+trace (docs/simulator.md).
 
 The trace is --trace (a file, or a bundled profile name such as m4-mini-x16-tb4), else the newest
 trace in ./traces, else the bundled profile of the KPOP paper's 16 × Mac mini cluster. Comma lists
@@ -51,13 +69,15 @@ Examples:
   asprof simulate --nodes 1,2,4,8,16 --optimizer adam,kpop
   asprof simulate --trace traces/mybox.json --model small --batch 8 --timeline tl.json
   asprof simulate --nodes 8 --slow 3.link=2      # node 3's link at half speed
-  asprof simulate --nodes 16 --global-batch 16   # the KPOP paper's 16 x 1024 tokens per step""")
+  asprof simulate --nodes 16 --global-batch 16   # the KPOP paper's 16 x 1024 tokens per step
+  asprof simulate --optimizer adam,racs,alice,soap --speedup alice=2.2,racs=1.5   # effective tokens/s""")
 @click.option("--nodes", default="16", callback=_list(int, "integers"), show_default=True,
               help="Node count(s), e.g. 16 or 1,2,4,8,16.")
 @click.option("--sparsity", default="0.1", callback=_list(float, "numbers"), show_default=True,
               help="TopKPOP sparsity s ∈ (0, 1], or a list.")
 @click.option("--optimizer", "optimizers", default="adam,kpop,topkpop", callback=_list(str, "names"),
-              show_default=True, help="Optimizers to simulate.")
+              show_default=True,
+              help="Optimizers to simulate: adam, kpop, topkpop, eigen-adam, soap, racs, alice, alice-0.")
 @click.option("--trace", default=None, help="Trace file or bundled profile name.")
 @click.option("--model", default="kpop-1.7m", show_default=True, help="Model preset or JSON model config file.")
 @click.option("--batch", default=16, type=int, show_default=True, help="Sequences per node per step.")
@@ -69,6 +89,16 @@ Examples:
 @click.option("--frequency", "-f", default=10, type=int, show_default=True, help="KPOP refresh every f steps.")
 @click.option("--warmup", default=10, type=int, show_default=True, help="Refresh every step while t < warmup.")
 @click.option("--eig-method", default="eigh", show_default=True, help="eigh or power (one QR power step).")
+@click.option("--interval", default=None, type=int,
+              help="Eigen-Adam/SOAP/Alice basis refresh every K steps [default: 10, Alice 200].")
+@click.option("--rank", default=0.25, type=float, show_default=True,
+              help="Alice/Alice-0 rank: a fraction (<= 1) of each matrix's smaller side, or a count.")
+@click.option("--speedup", "speedups", multiple=True, callback=_pairs(float, "SPEEDUP"),
+              help="OPTIMIZER=S: steps-to-target speed-up over Adam; adds effective tokens/s = tokens/s x S "
+                   "(paper 004, F.5). Repeatable or comma-separated.")
+@click.option("--loss-curve", "loss_curves", multiple=True, callback=_pairs(str, "RESULT.json"),
+              help="OPTIMIZER=RESULT.json: an `asprof train` result; with adam's, the speed-up is computed from the "
+                   "curves (steps to reach Adam's final loss). Repeatable.")
 @click.option("--steps", default=100, type=int, show_default=True, help="Steps to simulate.")
 @click.option("--seed", default=0, type=int, show_default=True, help="Seed for the sampled task times.")
 @click.option("--no-variance", is_flag=True, help="Use median task times (no sampling).")
@@ -83,15 +113,17 @@ Examples:
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Where to write the sweep plot [default: simulate_sweep.png for sweeps].")
 @click.option("--no-plot", is_flag=True, help="Do not write the sweep plot.")
-def command(nodes, sparsity, optimizers, trace, model, batch, global_batch, seq, dtype, frequency, warmup, eig_method, steps,
-            seed, no_variance, link, slowdowns, node_traces, as_json, timeline, plot, no_plot):
+def command(nodes, sparsity, optimizers, trace, model, batch, global_batch, seq, dtype, frequency, warmup, eig_method,
+            interval, rank, speedups, loss_curves, steps, seed, no_variance, link, slowdowns, node_traces, as_json,
+            timeline, plot, no_plot):
     from asprof.simulate.report import render_json, render_text
     from asprof.simulate.session import SimulateConfig, run_simulation
 
     cfg = SimulateConfig(nodes=nodes, sparsity=sparsity, optimizers=optimizers, trace=trace, model=model,
                          batch=batch, global_batch=global_batch, seq=seq, dtype=dtype, frequency=frequency, warmup=warmup,
                          eig_method=eig_method, steps=steps, seed=seed, variance=not no_variance, link=link,
-                         slowdowns=slowdowns, node_traces=node_traces)
+                         slowdowns=slowdowns, node_traces=node_traces, interval=interval, rank=rank,
+                         speedups=speedups, loss_curves=loss_curves)
     if timeline and cfg.is_sweep:
         raise AsprofError("--timeline needs one node count and one sparsity (not a sweep)")
     report = run_simulation(cfg, timeline=bool(timeline))

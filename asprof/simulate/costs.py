@@ -1,4 +1,5 @@
-"""Optimizer cost models: Adam, KPOP and TopKPOP as our implementation runs them.
+"""Optimizer cost models: Adam, KPOP and TopKPOP as our implementation runs them (Eigen-Adam,
+SOAP, RACS, Alice, Alice-0: costs_structured.py).
 
 This module turns an optimizer and a workload into the hardware-independent plan of one
 training step, following /work/notes/kpop_contract.md and ``asprof/optimizers`` (kpop.py,
@@ -32,7 +33,9 @@ from dataclasses import dataclass, field
 from asprof.errors import AsprofError
 from asprof.simulate.workload import Op, Workload
 
-OPTIMIZERS = ("adam", "kpop", "topkpop")
+# The structured-Fisher optimizers (paper 004): plans in costs_structured.py.
+STRUCTURED = ("eigen-adam", "soap", "racs", "alice", "alice-0")
+OPTIMIZERS = ("adam", "kpop", "topkpop") + STRUCTURED
 EIG_METHODS = ("eigh", "power")
 BUCKET_BYTES = 32 * 1024**2  # mlx.nn.average_gradients' all_reduce_size, and our Communicator's
 STATE_BYTES = 4  # optimizer state, factors and bases are float32 (asprof/optimizers/kpop.py)
@@ -61,6 +64,8 @@ class OptimizerSpec:
     warmup: int = 10  # refresh every step while t < warmup
     eig_method: str = "eigh"
     bucket_bytes: int = BUCKET_BYTES
+    interval: int | None = None  # Eigen-Adam/SOAP/Alice refresh interval K; None: the optimizer's default
+    rank: float = 0.25  # Alice/Alice-0 rank: a fraction (<= 1) of each matrix's smaller side, or a count
 
     def __post_init__(self):
         if self.name not in OPTIMIZERS:
@@ -78,10 +83,33 @@ class OptimizerSpec:
             raise AsprofError(f"eig_method must be one of {', '.join(EIG_METHODS)}, got {self.eig_method!r}")
         if not isinstance(self.bucket_bytes, int) or self.bucket_bytes <= 0:
             raise AsprofError(f"bucket_bytes must be a positive integer, got {self.bucket_bytes!r}")
+        k = self.interval
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k <= 0):
+            raise AsprofError(f"refresh interval K must be a positive integer, got {k!r}")
+        r = self.rank
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0 or (r > 1 and r != int(r)):
+            raise AsprofError(f"Alice rank must be a fraction in (0, 1] or a whole number, got {r!r}")
 
     @property
     def kfac(self) -> bool:
-        return self.name != "adam"
+        return self.name in ("kpop", "topkpop")
+
+    @property
+    def structured(self) -> bool:
+        return self.name in STRUCTURED
+
+    @property
+    def refresh_interval(self) -> int | None:
+        """K of Eigen-Adam/SOAP/Alice (None for the others and for RACS, which has no basis)."""
+        from asprof.simulate.costs_structured import DEFAULT_INTERVAL
+
+        if self.name not in DEFAULT_INTERVAL:
+            return None
+        return self.interval if self.interval is not None else DEFAULT_INTERVAL[self.name]
+
+    @property
+    def alice_rank(self) -> int | float:
+        return float(self.rank) if self.rank <= 1 else int(self.rank)
 
     @property
     def effective_sparsity(self) -> float:
@@ -92,7 +120,11 @@ class OptimizerSpec:
         return f"topkpop s={self.sparsity:g}" if self.name == "topkpop" else self.name
 
     def refresh_due(self, t: int) -> bool:
-        """KPOP.refresh_due: every step during warm-up, then when t mod f == 0."""
+        """KPOP.refresh_due: every step during warm-up, then when t mod f == 0. Eigen-Adam, SOAP,
+        Alice (StructuredOptimizer.refresh_due): t + 1 = 1 or (t + 1) mod K = 0."""
+        if self.structured:
+            k = self.refresh_interval
+            return k is not None and (t == 0 or (t + 1) % k == 0)
         return self.kfac and (t < self.warmup or t % self.frequency == 0)
 
     def refresh_steps(self, steps: int) -> list[int]:
@@ -140,6 +172,10 @@ class StepPlan:
     update: tuple[Op, ...] = ()  # with the Adam math compiled (Metal)
     update_eager: tuple[Op, ...] = ()  # with the Adam math run eagerly (other hosts)
     memory: dict = field(default_factory=dict)
+    # structured optimizers (costs_structured.py): statistics EMA GEMMs, in the update on other steps
+    # and in refresh_pre on refresh steps; refresh_pre runs on the accelerator before refresh_cpu
+    stats: tuple[Op, ...] = ()
+    refresh_pre: tuple[Op, ...] = ()
 
     @property
     def grad_payload(self) -> int:
@@ -179,7 +215,7 @@ def plan_step(workload: Workload, spec: OptimizerSpec, nodes: int) -> StepPlan:
     s = spec.effective_sparsity
     arrays = workload.param_arrays()
     n_params = sum(n for _, n, _ in arrays)
-    adam_arrays = arrays if not spec.kfac else [a for a in arrays if not a[2]]
+    adam_arrays = arrays if spec.name == "adam" else [a for a in arrays if not a[2]]
     adam_elems = sum(n for _, n, _ in adam_arrays)
     update = _Update()
     for name, n, _ in adam_arrays:
@@ -193,6 +229,8 @@ def plan_step(workload: Workload, spec: OptimizerSpec, nodes: int) -> StepPlan:
         "activations": workload.activation_bytes(),
     }
     common = dict(spec=spec, forward=tuple(workload.forward_ops()), backward=tuple(workload.backward_ops()))
+    if spec.structured:
+        return _plan_structured(workload, spec, nodes, arrays, update, memory, common)
     if not spec.kfac:
         grads = tuple(n * STATE_BYTES for _, n, _ in arrays)
         memory["comm_buffers"] = 2 * sum(grads) if nodes > 1 else 0
@@ -255,6 +293,28 @@ def plan_step(workload: Workload, spec: OptimizerSpec, nodes: int) -> StepPlan:
         factor_arrays=tuple(factor_arrays), project=tuple(project), grad_arrays=ordered, kfac_grad_bytes=kfac_grad,
         update=tuple(update.compiled), update_eager=tuple(update.eager), memory=memory,
     )
+
+
+def _plan_structured(workload: Workload, spec: OptimizerSpec, nodes: int, arrays, update: _Update, memory: dict,
+                     common: dict) -> StepPlan:
+    """Eigen-Adam, SOAP, RACS, Alice, Alice-0: the routed matrices' ops (costs_structured.py) after
+    Adam's for the rest; every gradient all-reduced, nothing else."""
+    from asprof.simulate.costs_structured import MatrixPlan, add_matrix, state_floats
+
+    mp = MatrixPlan()
+    state = 0
+    for name, r, c in workload.model.linear_shapes():
+        add_matrix(mp, spec.name, r, c, spec.alice_rank)
+        state += state_floats(spec.name, r, c, spec.alice_rank)
+    update.add(*mp.update)
+    memory["optimizer_state"] += mp.moments * STATE_BYTES
+    memory["preconditioner"] += (state - mp.moments) * STATE_BYTES
+    grads = tuple(n * STATE_BYTES for _, n, _ in arrays)
+    memory["comm_buffers"] = 2 * sum(grads) if nodes > 1 else 0
+    return StepPlan(**common, grad_arrays=grads, update=tuple(update.compiled), update_eager=tuple(update.eager),
+                    memory=memory, stats=tuple(mp.stats), refresh_pre=tuple(mp.refresh_pre),
+                    refresh_cpu=tuple(mp.refresh_cpu), refresh_accel=tuple(mp.refresh_accel),
+                    power_pre=tuple(mp.power_pre), power_cpu=tuple(mp.power_cpu), power_post=tuple(mp.power_post))
 
 
 def ring_bytes_sent(payload: float, nodes: int) -> float:

@@ -63,40 +63,64 @@ def header(rep: SimulationReport) -> list[str]:
         f"trace: {t.label} ({kind}); chosen from {t.why}",
         f"  {t.chip}, {t.memory_bytes / 2**30:.3g} GiB per node, accelerator {t.accelerator}: {lanes}",
     ]
-    if any(o != "adam" for o in cfg.optimizers):
-        lines.append(f"schedule: {cfg.steps} steps; KPOP refresh every step while t < {cfg.warmup}, then every "
-                     f"{cfg.frequency} steps ({cfg.eig_method}); seed {cfg.seed}")
-    else:
-        lines.append(f"schedule: {cfg.steps} steps; seed {cfg.seed}")
+    sched = [f"{cfg.steps} steps"]
+    if any(o in ("kpop", "topkpop") for o in cfg.optimizers):
+        sched.append(f"KPOP refresh every step while t < {cfg.warmup}, then every {cfg.frequency} steps "
+                     f"({cfg.eig_method})")
+    structured = [o for o in cfg.optimizers if o in ("eigen-adam", "soap", "alice", "alice-0")]
+    if structured:
+        k = f"every {cfg.interval} steps" if cfg.interval else "every K steps (10; Alice 200)"
+        sched.append(f"{'/'.join(structured)} refresh at the first step, then {k}")
+    if any(o.startswith("alice") for o in cfg.optimizers):
+        sched.append(f"Alice rank {cfg.rank:g}" + (" of the smaller side" if cfg.rank <= 1 else ""))
+    lines.append(f"schedule: {'; '.join(sched)}; seed {cfg.seed}")
     return lines
+
+
+def _state(r) -> float:
+    m = r.memory_bytes
+    return m.get("optimizer_state", 0) + m.get("preconditioner", 0) + m.get("batch_factors", 0)
+
+
+def _effective(rep: SimulationReport, r) -> str:
+    """tokens/s × the steps-to-target speed-up (paper 004, F.5), or "—" without one."""
+    s = rep.speedups.get(r.name)
+    if s is None:
+        return "—"
+    return f"{fmt_rate(r.tokens_per_s * s[0])} (×{s[0]:.3g})"
 
 
 def render_text(rep: SimulationReport, plot_path: str | None = None, timeline_path: str | None = None) -> str:
     lines = header(rep) + [""]
     if rep.config.is_sweep:
-        rows = [["nodes", "optimizer", "mean", "p95", "tokens/s", "MFU", "sent/node/step", "memory/node"]]
+        eff = bool(rep.speedups)
+        rows = [["nodes", "optimizer", "mean", "p95", "tokens/s"] + (["effective tokens/s"] if eff else []) +
+                ["MFU", "sent/node/step", "memory/node"]]
         for p in rep.predictions:
             for r in p.results:
-                rows.append([str(p.nodes), r.label, fmt_time(r.mean_s), fmt_time(r.p95_s), fmt_rate(r.tokens_per_s),
-                             f"{100 * r.mfu:.1f}%", fmt_bytes(r.bytes_sent["total"]),
+                rows.append([str(p.nodes), r.label, fmt_time(r.mean_s), fmt_time(r.p95_s), fmt_rate(r.tokens_per_s)] +
+                            ([_effective(rep, r)] if eff else []) +
+                            [f"{100 * r.mfu:.1f}%", fmt_bytes(r.bytes_sent["total"]),
                              fmt_bytes(r.memory_bytes["total"]) + ("" if r.fits else " (does not fit)")])
-        lines += _table(rows, right={0, 2, 3, 4, 5, 6, 7})
+        lines += _table(rows, right={0} | set(range(2, len(rows[0]))))
     else:
         p = rep.predictions[0]
-        rows = [["optimizer", "mean", "p50", "p95", "after warm-up", "tokens/s", "MFU", "sent/node/step",
-                 "memory/node"]]
+        eff = bool(rep.speedups)
+        rows = [["optimizer", "mean", "p50", "p95", "after warm-up", "tokens/s"] +
+                (["effective tokens/s"] if eff else []) + ["MFU", "sent/node/step", "memory/node", "of which opt. state"]]
         for r in p.results:
             rows.append([r.label, fmt_time(r.mean_s), fmt_time(r.p50_s), fmt_time(r.p95_s),
-                         fmt_time(r.steady_mean_s), fmt_rate(r.tokens_per_s), f"{100 * r.mfu:.1f}%",
-                         fmt_bytes(r.bytes_sent["total"]),
-                         f"{fmt_bytes(r.memory_bytes['total'])} of {fmt_bytes(r.node_memory_bytes)}"])
-        lines += _table(rows, right=set(range(1, 9)))
+                         fmt_time(r.steady_mean_s), fmt_rate(r.tokens_per_s)] + ([_effective(rep, r)] if eff else []) +
+                        [f"{100 * r.mfu:.1f}%", fmt_bytes(r.bytes_sent["total"]),
+                         f"{fmt_bytes(r.memory_bytes['total'])} of {fmt_bytes(r.node_memory_bytes)}",
+                         fmt_bytes(_state(r))])
+        lines += _table(rows, right=set(range(1, len(rows[0]))))
         lines += ["", f"breakdown per step (critical path; the refresh amortised over {p.steps} steps):"]
         rows = [["optimizer"] + [_BREAKDOWN_HEAD[k] for k in BREAKDOWN] + ["= step"]]
         for r in p.results:
             rows.append([r.label] + [fmt_time(r.breakdown_s[k]) for k in BREAKDOWN] + [fmt_time(r.mean_s)])
         lines += _table(rows, right=set(range(1, 7)))
-        kfac = [r for r in p.results if r.name != "adam"]
+        kfac = [r for r in p.results if r.refreshes > 0]
         if kfac:
             r = kfac[0]
             d = r.refresh_detail_s
@@ -108,7 +132,7 @@ def render_text(rep: SimulationReport, plot_path: str | None = None, timeline_pa
             for r in p.results:
                 b = r.bytes_sent
                 text = f"  {r.label}: gradients {fmt_bytes(b['gradients'])}"
-                if r.name != "adam":
+                if r.name in ("kpop", "topkpop"):
                     text += (f" (KFAC layers {fmt_bytes(b['kfac_gradients'])}) + factor sync "
                              f"{fmt_bytes(b['factors_amortised'])} amortised ({fmt_bytes(b['factors_per_refresh'])} "
                              "per refresh)")
@@ -117,6 +141,9 @@ def render_text(rep: SimulationReport, plot_path: str | None = None, timeline_pa
             lines += ["", "one node: no communication"]
         r0 = p.results[0]
         lines += ["", f"MFU against {r0.peak_flops / 1e12:.3g} TFLOP/s {rep.workload.dtype}: {r0.peak_source}"]
+    if rep.speedups:
+        lines += ["", "effective tokens/s = tokens/s × steps-to-target speed-up over Adam (paper 004, App. F.5):"]
+        lines += [f"  {name}: ×{x:.3g} ({src})" for name, (x, src) in rep.speedups.items()]
     notes = list(dict.fromkeys(n for p in rep.predictions for n in p.notes))
     if notes:
         lines += ["", "notes:"] + [f"  - {n}" for n in notes]
@@ -142,9 +169,18 @@ def report_dict(rep: SimulationReport, with_steps: bool = True) -> dict:
         "runs": [{"nodes": p.nodes, "steps": p.steps, "seed": p.seed, "notes": list(p.notes),
                   "workload": {"batch_per_node": p.workload.batch, "seq": p.workload.seq, "dtype": p.workload.dtype,
                                "tokens_per_node": p.workload.tokens, "model_flop_per_node": p.workload.model_flop()},
-                  "results": [r.to_dict(with_steps) for r in p.results]} for p in rep.predictions],
+                  "results": [_result_dict(rep, r, with_steps) for r in p.results]} for p in rep.predictions],
+        "speedups": {name: {"speedup": x, "source": src} for name, (x, src) in rep.speedups.items()},
         "warnings": list(rep.warnings),
     }
+
+
+def _result_dict(rep: SimulationReport, r, with_steps: bool) -> dict:
+    d = r.to_dict(with_steps)
+    s = rep.speedups.get(r.name)
+    if s is not None:
+        d["effective_tokens_per_s"] = r.tokens_per_s * s[0]
+    return d
 
 
 def render_json(rep: SimulationReport) -> str:

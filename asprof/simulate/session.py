@@ -9,6 +9,7 @@ report.py, timeline.py and plot.py.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,10 @@ class SimulateConfig:
     slowdowns: tuple[tuple[int, str, float], ...] = ()  # (node, lane, factor)
     node_traces: tuple[tuple[int, str], ...] = ()  # (node, trace or profile)
     traces_dir: str = "traces"
+    interval: int | None = None  # Eigen-Adam/SOAP/Alice refresh interval K; None: each optimizer's default
+    rank: float = 0.25  # Alice/Alice-0 rank (fraction of the smaller side, or a count)
+    speedups: tuple[tuple[str, float], ...] = ()  # (optimizer, steps-to-target speed-up over Adam)
+    loss_curves: tuple[tuple[str, str], ...] = ()  # (optimizer, `asprof train` result JSON), adam's included
 
     def __post_init__(self):
         if not self.nodes:
@@ -91,6 +96,25 @@ class SimulateConfig:
                 raise AsprofError(f"slow-down lane must be one of {', '.join(LANES)}, got {lane!r}")
             if not (isinstance(factor, (int, float)) and factor > 0):
                 raise AsprofError(f"slow-down factor must be a positive number, got {factor!r}")
+        if self.interval is not None:
+            _positive_int("refresh interval K", self.interval)
+        if isinstance(self.rank, bool) or not isinstance(self.rank, (int, float)) or not self.rank > 0 or \
+                (self.rank > 1 and self.rank != int(self.rank)):
+            raise AsprofError(f"rank must be a fraction in (0, 1] or a whole number, got {self.rank!r}")
+        for name, x in self.speedups:
+            if name not in self.optimizers:
+                raise AsprofError(f"--speedup names {name!r}, which is not simulated (--optimizer {','.join(self.optimizers)})")
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x < float("inf"):
+                raise AsprofError(f"--speedup {name}: the speed-up must be a positive number, got {x!r}")
+        if self.loss_curves:
+            names = [n for n, _ in self.loss_curves]
+            if "adam" not in names:
+                raise AsprofError("--loss-curve needs adam's curve too (the reference): --loss-curve adam=RESULT.json")
+            for name in names:
+                if name not in self.optimizers:
+                    raise AsprofError(f"--loss-curve names {name!r}, which is not simulated")
+            if set(names) & {n for n, _ in self.speedups}:
+                raise AsprofError("give an optimizer's speed-up by --speedup or by --loss-curve, not both")
         for node in [n for n, _, _ in self.slowdowns] + [n for n, _ in self.node_traces]:
             if not 0 <= node < min(self.nodes):
                 raise AsprofError(f"node {node} does not exist with {min(self.nodes)} nodes (ranks 0..{min(self.nodes) - 1})")
@@ -127,6 +151,7 @@ class SimulationReport:
     workload: Workload
     predictions: tuple[Prediction, ...]
     warnings: tuple[str, ...] = field(default=())
+    speedups: dict = field(default_factory=dict)  # optimizer name -> (speed-up over Adam, where it came from)
 
 
 def load_trace_spec(spec: str) -> tuple[Trace, bool]:
@@ -170,7 +195,8 @@ def run_simulation(cfg: SimulateConfig, timeline: bool = False) -> SimulationRep
 
     specs = []
     for name in cfg.optimizers:
-        common = dict(frequency=cfg.frequency, warmup=cfg.warmup, eig_method=cfg.eig_method)
+        common = dict(frequency=cfg.frequency, warmup=cfg.warmup, eig_method=cfg.eig_method, interval=cfg.interval,
+                      rank=cfg.rank)
         if name == "topkpop":
             specs += [OptimizerSpec("topkpop", sparsity=float(s), **common) for s in cfg.sparsity]
         else:
@@ -192,4 +218,39 @@ def run_simulation(cfg: SimulateConfig, timeline: bool = False) -> SimulationRep
     origins = dict(Counter(r.origin for r in trace.records))
     info = TraceInfo(label=label, bundled=bundled, origin=trace.origin, origins=origins, chip=hw.chip,
                      memory_bytes=hw.memory_bytes, accelerator=hw.accelerator, shared_lanes=hw.shared_lanes, why=why)
-    return SimulationReport(cfg, info, model, predictions[0].workload, tuple(predictions), tuple(warnings))
+    return SimulationReport(cfg, info, model, predictions[0].workload, tuple(predictions), tuple(warnings),
+                            speedups=speedups_of(cfg))
+
+
+def speedups_of(cfg: SimulateConfig) -> dict:
+    """Steps-to-target speed-ups over Adam (paper 004, F.5): supplied ones, and ones computed from
+    `asprof train` results (read here, at the edge); Adam's is 1 when any is given."""
+    from asprof.simulate.effective import SMOOTH, curve_of, has_validation_curve, speedup_from_curves
+
+    out = {name: (float(x), "given") for name, x in cfg.speedups}
+    if cfg.loss_curves:
+        results = {}
+        for name, path in cfg.loss_curves:
+            try:
+                d = json.loads(Path(path).read_text(encoding="utf-8"))
+                if not isinstance(d, dict) or d.get("schema") != "asprof.train_result":
+                    raise ValueError("no asprof.train_result schema")
+                results[name] = d
+            except (OSError, ValueError) as e:
+                raise AsprofError(f"--loss-curve {name}={path}: not a readable `asprof train` result ({e})") from None
+        validation = all(has_validation_curve(d) for d in results.values())
+        kind = "validation loss" if validation else f"training loss (trailing mean of {SMOOTH} steps)"
+        try:
+            curves = {name: curve_of(d, validation) for name, d in results.items()}
+        except (KeyError, TypeError, ValueError) as e:
+            raise AsprofError(f"--loss-curve: a result has no usable loss curve ({e})") from None
+        for name, curve in curves.items():
+            if name != "adam":
+                out[name] = (speedup_from_curves(curves["adam"], curve), f"{kind}, {path_of(cfg, name)} vs adam")
+    if out and "adam" in cfg.optimizers:
+        out.setdefault("adam", (1.0, "the reference"))
+    return out
+
+
+def path_of(cfg: SimulateConfig, name: str) -> str:
+    return dict(cfg.loss_curves)[name]

@@ -65,6 +65,8 @@ class _NodeCosts:
     power_post: float = 0.0
     project: float = 0.0
     update: float = 0.0
+    stats: float = 0.0  # structured optimizers: statistics EMA (in the update, or in the refresh)
+    refresh_pre: float = 0.0  # structured optimizers: accelerator work before the refresh's CPU part
     alpha: float = 0.0
     beta: float = 1.0
     cache: dict = field(default_factory=dict)
@@ -101,7 +103,9 @@ def _node_costs(spec: NodeSpec, plan: StepPlan, K: int) -> _NodeCosts:
     nc.eig_cpu = c * ops_time(hw, plan.refresh_cpu)
     # the refresh is evaluated on its own (kpop.py refresh): one sync, charged to its last task
     nc.eig_accel = g * (ops_time(hw, plan.refresh_accel) + hw.launch_s)
-    if plan.spec.eig_method == "power" and plan.spec.kfac:
+    nc.stats = g * ops_time(hw, plan.stats)
+    nc.refresh_pre = g * ops_time(hw, plan.refresh_pre)
+    if (plan.spec.eig_method == "power" and plan.spec.kfac) or (plan.spec.structured and plan.power_cpu):
         nc.power_pre = g * ops_time(hw, plan.power_pre)
         nc.power_cpu = c * ops_time(hw, plan.power_cpu)
         nc.power_post = g * (ops_time(hw, plan.power_post) + hw.launch_s)
@@ -146,7 +150,7 @@ def simulate_optimizer(workload: Workload, spec: OptimizerSpec, cluster: Cluster
     # (bytes, arrays) per bucket; a one-array bucket is reshaped, not concatenated (comm.py)
     grad_buckets = [(sum(b), len(b)) for b in bucket_arrays(list(plan.grad_arrays), spec.bucket_bytes)]
     factor_buckets = [(sum(b), len(b)) for b in bucket_arrays(list(plan.factor_arrays), spec.bucket_bytes)]
-    update_noise = "gemm" if spec.kfac else "elementwise"
+    update_noise = "elementwise" if spec.name in ("adam", "racs") else "gemm"
 
     def allreduce(t: int, sizes: list[tuple[int, int]], ready: list[list[int]], name: str, cat: str) -> list[list[int]]:
         """Bucketed all-reduce: per bucket pack (gpu) → ring → unpack (gpu). The packs only need
@@ -204,7 +208,7 @@ def simulate_optimizer(workload: Workload, spec: OptimizerSpec, cluster: Cluster
                 if inst:
                     x = sync(i, r, t, [x], "factor_ema", "opt_accel")[0]
             cur.append([x])
-        if refresh:
+        if refresh and spec.kfac:
             if K > 1:
                 cur = allreduce(t, factor_buckets, cur, "factor all-reduce", "refresh_comm")
             power = spec.eig_method == "power" and first_refresh_done
@@ -228,6 +232,19 @@ def simulate_optimizer(workload: Workload, spec: OptimizerSpec, cluster: Cluster
             cur = allreduce(t, grad_buckets, cur, "gradient all-reduce", "comm")
         if inst:
             cur = [sync(i, r, t, cur[i], "grad_allreduce", "comm") for i, r in enumerate(ranks)]
+        if refresh and spec.structured:
+            # Eigen-Adam/SOAP/Alice: the refresh needs the averaged gradient, so it follows the
+            # all-reduce, at the start of the update phase, evaluated on its own (structured.py)
+            power = first_refresh_done and bool(plan.power_cpu)  # Alice: subspace iteration
+            for i, r in enumerate(ranks):
+                c, smp = costs[i], samplers[i]
+                pre, cpu_s, post = (c.power_pre, c.power_cpu, c.power_post) if power else \
+                    (c.refresh_pre, c.eig_cpu, c.eig_accel)
+                x = task(gpu[i], smp("gemm", pre), cur[i], (r, t, "basis statistics", "refresh_accel"))
+                x = task(cpu[i], smp("cpu", cpu_s), [x], (r, t, "eigh / QR (CPU stream)", "refresh_cpu"))
+                x = task(gpu[i], smp("elementwise", post), [x], (r, t, "basis signs", "refresh_accel"))
+                cur[i] = [x]
+            first_refresh_done = True
         if spec.kfac and not refresh and not inst:
             # The EMA is in the same lazy graph as the all-reduce and the update but feeds neither;
             # MLX reaches it after them (mx.eval(loss, parameters, state)), so it runs on the
@@ -237,7 +254,8 @@ def simulate_optimizer(workload: Workload, spec: OptimizerSpec, cluster: Cluster
                                         (r, t, "factor EMA", "opt_accel"))]
         last = []
         for i, r in enumerate(ranks):
-            u = task(gpu[i], samplers[i](update_noise, costs[i].update), cur[i], (r, t, "optimizer update", "opt_accel"))
+            u_s = costs[i].update + (0.0 if refresh else costs[i].stats)
+            u = task(gpu[i], samplers[i](update_noise, u_s), cur[i], (r, t, "optimizer update", "opt_accel"))
             prev[i] = [u]
             last.append(u)
             ends[i]["optimizer"] = u  # the step's own evaluation closes it
