@@ -1,13 +1,18 @@
-"""Validation loss of Adam, KPOP and TopKPOP (s = 1, 0.5, 0.1) after the same number of steps on
+"""Validation loss of Adam, KPOP and TopKPOP (s = 1, 0.5, 0.1), and of the structured-Fisher
+optimizers Eigen-Adam, SOAP, RACS, Alice, Alice-0 (paper 004), after the same number of steps on
 the default corpus, with learning rates picked by a small sweep (recorded in the output).
 
 1. Sweep: each optimizer in --sweep trains --sweep-steps steps at every rate in --lrs; the rate with
    the lowest validation loss wins. TopKPOP takes KPOP's rate (same update scale; a sweep per
-   sparsity would triple the cost).
+   sparsity would triple the cost). Likewise each of --structured-sweep at every rate in
+   --structured-lrs (RACS and Alice, whose λ the paper scales by α); Alice-0 takes Alice's rate,
+   Eigen-Adam and SOAP their default (SOAP's reference 3e-3).
 2. Final: every configuration trains --steps steps from the same seed on the same batches.
-Constant learning rate, no weight decay, default betas (0.9, 0.999), α = 0.95, warm-up 10, f = 10.
+Constant learning rate, no weight decay; Adam/KPOP: betas (0.9, 0.999), α = 0.95, warm-up 10,
+f = 10; the structured optimizers: the paper's settings (asprof.optimizers defaults).
 
     python benchmarks/bench_optimizers_loss.py --out runs/bench_loss.json
+    python benchmarks/bench_optimizers_loss.py --only-structured     # Adam (its default rate) + the new rows
 
 On Linux, preload OpenBLAS (MLX's CPU wheel links the reference BLAS):
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3:/usr/lib/x86_64-linux-gnu/openblas-pthread/liblapack.so.3
@@ -22,7 +27,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from asprof.train.config import TrainConfig
+from asprof.train.config import DEFAULT_LR, TrainConfig
 from asprof.train.data import load_corpus
 from asprof.train.loop import train_process
 from asprof.train.model import n_params
@@ -38,6 +43,12 @@ def parse():
     ap.add_argument("--sweep-steps", type=int, default=80)
     ap.add_argument("--lrs", default="3e-4,1e-3,3e-3,1e-2")
     ap.add_argument("--sweep", default="adam,kpop", help="optimizers whose rate is swept")
+    ap.add_argument("--structured", default="eigen-adam,soap,racs,alice,alice-0",
+                    help="structured-Fisher optimizers to add ('' for none)")
+    ap.add_argument("--structured-sweep", default="racs,alice", help="of those, whose rate is swept")
+    ap.add_argument("--structured-lrs", default="5e-3,1e-2,2e-2")
+    ap.add_argument("--only-structured", action="store_true",
+                    help="skip the KPOP/TopKPOP rows and Adam's sweep (Adam runs once at its default rate)")
     ap.add_argument("--eval-batches", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="write every run's numbers to this JSON file")
@@ -78,18 +89,29 @@ def main():
     lrs = [float(x) for x in a.lrs.split(",")]
     t0 = time.monotonic()
     sweep, best = [], {}
+    structured = [o for o in a.structured.split(",") if o]
+    slrs = [float(x) for x in a.structured_lrs.split(",")]
     log(f"\nsweep ({a.sweep_steps} steps each):")
-    for opt in a.sweep.split(","):
-        rows = [run(replace(base, optimizer=opt, lr=lr, sparsity=1.0), corpus, log) for lr in lrs]
+    for opt in ([] if a.only_structured else a.sweep.split(",")) + \
+            [o for o in a.structured_sweep.split(",") if o in structured]:
+        rates = slrs if opt in structured else lrs
+        rows = [run(replace(base, optimizer=opt, lr=lr, sparsity=1.0), corpus, log) for lr in rates]
         sweep += rows
         best[opt] = min(rows, key=lambda r: r["val_loss"])["lr"]
-    best.setdefault("topkpop", best.get("kpop", lrs[0]))
+    if not a.only_structured:
+        best.setdefault("topkpop", best.get("kpop", lrs[0]))
+    best.setdefault("adam", DEFAULT_LR["adam"])
+    if "alice" in best:
+        best.setdefault("alice-0", best["alice"])
+    for opt in structured:
+        best.setdefault(opt, DEFAULT_LR[opt])
     log(f"picked: {', '.join(f'{k} {v:g}' for k, v in best.items())}")
     final = []
     log(f"\nfinal ({a.steps} steps each):")
-    for opt, s in (("adam", 1.0), ("kpop", 1.0), ("topkpop", 1.0), ("topkpop", 0.5), ("topkpop", 0.1)):
-        final.append(run(replace(base, optimizer=opt, sparsity=s, lr=best.get(opt, best["kpop"]), steps=a.steps),
-                         corpus, log))
+    configs = [("adam", 1.0)] if a.only_structured else \
+        [("adam", 1.0), ("kpop", 1.0), ("topkpop", 1.0), ("topkpop", 0.5), ("topkpop", 0.1)]
+    for opt, s in configs + [(o, 1.0) for o in structured]:
+        final.append(run(replace(base, optimizer=opt, sparsity=s, lr=best[opt], steps=a.steps), corpus, log))
     log(f"\ntotal {time.monotonic() - t0:.0f} s\n")
     log("| optimizer | lr | validation loss | train loss (last 10 steps) | ms / step |")
     log("|---|---|---|---|---|")
