@@ -124,9 +124,9 @@ def render_text(rep: SimulationReport, plot_path: str | None = None, timeline_pa
         if kfac:
             r = kfac[0]
             d = r.refresh_detail_s
+            sync = f"factor all-reduce {fmt_time(d['factor_allreduce'])}, " if r.name in ("kpop", "topkpop") else ""
             lines.append(f"  refresh ({r.refreshes} of {p.steps} steps): eigh/QR on the CPU {fmt_time(d['cpu'])}, "
-                         f"factor all-reduce {fmt_time(d['factor_allreduce'])}, accelerator {fmt_time(d['accel'])} "
-                         f"per step ({r.label})")
+                         f"{sync}accelerator {fmt_time(d['accel'])} per step ({r.label})")
         if p.nodes > 1:
             lines += ["", f"communication per node per step (ring all-reduce sends 2(K-1)/K of the payload, K = {p.nodes}):"]
             for r in p.results:
