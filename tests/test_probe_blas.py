@@ -35,11 +35,14 @@ def test_tiny_run_on_mlx_cpu():
         (op, "float32") for op in blas.LAYOUT_OPS}
     for r in recs:
         assert (r.framework, r.device, r.probe) == ("mlx", "cpu", "blas")
-        assert set(r.metrics) == {"flop", "flops_per_s", "time_s"}
+        assert {"flop", "flops_per_s", "time_s"} <= set(r.metrics) <= {"flop", "flops_per_s", "time_s", "in_graph_s"}
         assert r.metrics["time_s"] == r.timing.median_s
         assert r.metrics["flops_per_s"] == pytest.approx(r.metrics["flop"] / r.metrics["time_s"])
         if r.op in blas.MATMUL_OPS:
-            assert set(r.params) == {"m", "n", "k", "batch"}
+            square = r.params["batch"] == 1 and r.params["m"] == r.params["n"] == r.params["k"]
+            assert set(r.params) == {"m", "n", "k", "batch"} | ({"chain"} if square else set())
+            if square:  # also timed inside a graph: per-GEMM time of a chain
+                assert r.metrics["in_graph_s"] > 0 and len(r.series["chain_s"]) >= 2
             assert r.metrics["flop"] == blas.flop(r.op, tuple(r.params[k] for k in ("m", "n", "k", "batch")))
         else:
             assert set(r.params) == {"m", "n"}

@@ -14,7 +14,11 @@ For every backend and dtype (float32 / float16 / bfloat16) it sweeps sizes upwar
   Linux wheel's reference BLAS runs A·Bᵀ at about half the rate of A·B.
 
 Metrics: ``flop``, ``time_s`` (median) and ``flops_per_s`` = flop / median (decimal units when
-shown). A size whose call would exceed the level's per-call limit, estimated from the best rate
+shown). Square single matmuls (all three layouts) are also timed *inside a graph*: a chain of
+``params.chain`` dependent products y ← y·B (y·Bᵀ, yᵀ·B) evaluated once, ``in_graph_s`` = median
+chain time / chain length (samples in ``series.chain_s``). That is a GEMM's cost inside a
+training step, where no sync follows each op; the synced ``time_s`` also holds a sync, which on
+a busy machine is a noisy tens of microseconds. A size whose call would exceed the level's per-call limit, estimated from the best rate
 measured on smaller sizes, is skipped with the estimate as the reason.
 """
 
@@ -99,16 +103,41 @@ def _transposed(backend: Backend, x):
     return x.transpose(-2, -1)
 
 
+CHAIN = 8  # GEMMs per in-graph chain
+
+
+def _chain(backend: Backend, op: str, n: int, dtype: str):
+    """CHAIN dependent n×n products in one lazy graph (B scaled by 1/√n keeps y's size steady)."""
+    a = backend.randn((n, n), dtype, seed=1)
+    b = backend.randn((n, n), dtype, seed=2) * (1.0 / n**0.5)
+    backend.sync(b)
+    if op == "matmul_nt":
+        b = _transposed(backend, b)
+    swap = (lambda y: backend.mx.swapaxes(y, -1, -2)) if backend.framework == "mlx" else (lambda y: y.transpose(-2, -1))
+
+    def run():
+        y = a
+        for _ in range(CHAIN):
+            y = backend.matmul(swap(y) if op == "matmul_tn" else y, b)
+        return y
+
+    return run
+
+
 def measure_one(ctx: ProbeContext, backend: Backend, op: str, shape: tuple[int, ...], dtype: str) -> Record:
     """One timed point of the sweep (also used by benchmarks/bench_probe_gemm.py)."""
     fn = _workload(backend, op, shape, dtype)
     timing = ctx.measure(backend, fn, f"{dtype} {_label(op, shape)}")
     f = flop(op, shape)
-    return Record(
-        NAME, op, backend.framework, backend.device, dtype, params=_params(op, shape),
-        metrics={"flop": f, "flops_per_s": per_second(f, timing.median_s), "time_s": timing.median_s},
-        timing=timing,
-    )
+    params, metrics, series = _params(op, shape), {"flop": f, "flops_per_s": per_second(f, timing.median_s),
+                                                    "time_s": timing.median_s}, {}
+    if op in MATMUL_OPS and shape[3] == 1 and shape[0] == shape[1] == shape[2]:
+        chain = ctx.measure(backend, _chain(backend, op, shape[0], dtype), f"{dtype} chain of {CHAIN} {_label(op, shape)}")
+        params["chain"] = CHAIN
+        metrics["in_graph_s"] = chain.median_s / CHAIN
+        series["chain_s"] = chain.samples_s
+    return Record(NAME, op, backend.framework, backend.device, dtype, params=params, metrics=metrics,
+                  timing=timing, series=series)
 
 
 def run(ctx: ProbeContext) -> list[Record | Skip]:

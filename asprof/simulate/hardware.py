@@ -7,7 +7,9 @@ Every cost comes from the trace's records, never from a constant peak:
   interpolating the throughput log-log over size), with a memory floor ``bytes / best
   bandwidth`` for skinny shapes the square sweep does not cover. Transposed operand layouts
   ("nt" A·Bᵀ, "tn" Aᵀ·B; blas ops ``matmul_nt`` / ``matmul_tn``) have their own curves where
-  the trace measured them (a BLAS may run them at a different rate), else the "nn" one;
+  the trace measured them (a BLAS may run them at a different rate), else the "nn" one. Where
+  the blas records also hold ``in_graph_s`` (a GEMM's time inside a chain evaluated once) that
+  *is* the work of a GEMM inside a step, and it is used instead of "synced time less a launch";
 * ``elementwise_time(bytes_moved, device)``: the membw copy/triad times over bytes moved;
 * ``exp_work(elements)``: the membw ``exp`` times over elements: transcendentals (softmax,
   cross-entropy, sigmoid) can cost far more than their bytes (MLX's CPU exp). Without such
@@ -123,6 +125,7 @@ class HardwareModel:
     memory_bytes: int
     gemm: dict = field(default_factory=dict)  # dtype -> Curve over flop (A·B)
     gemm_layouts: dict = field(default_factory=dict)  # (dtype, "nt" | "tn") -> Curve over flop
+    gemm_graph: dict = field(default_factory=dict)  # (dtype, layout) -> Curve of in-graph work over flop
     membw_accel: Curve | None = None  # over bytes moved
     membw_cpu: Curve | None = None
     best_bw_Bps: float | None = None
@@ -177,6 +180,15 @@ class HardwareModel:
                                 f"best measured matmul rate ({p.get('batch', 1)}×{p.get('m')}×{p.get('k')}·"
                                 f"{p.get('k')}×{p.get('n')}, {best.origin})")
                 sources[f"gemm {dtype}"] = _origin_note(recs)
+        gemm_graph = {}
+        for layout in LAYOUTS:
+            op = "matmul" if layout == "nn" else f"matmul_{layout}"
+            recs = trace.probe("blas", op=op, framework="mlx", device=accel_device)
+            for dtype in sorted({r.dtype for r in recs if r.dtype}):
+                pts = [(r.metrics.get("flop", 0.0), r.metrics["in_graph_s"]) for r in recs
+                       if r.dtype == dtype and r.metrics.get("in_graph_s")]
+                if pts:
+                    gemm_graph[(dtype, layout)] = Curve.fit(pts, power=1.0)
         gemm_layouts = {}
         for layout in LAYOUTS[1:]:
             recs = trace.probe("blas", op=f"matmul_{layout}", framework="mlx", device=accel_device)
@@ -271,7 +283,8 @@ class HardwareModel:
         }
         return cls(
             name=name, chip=host.chip, accelerator=host.accelerator, accel_device=accel_device,
-            memory_bytes=host.memory_bytes, gemm=gemm, gemm_layouts=gemm_layouts, membw_accel=membw_accel, membw_cpu=membw_cpu,
+            memory_bytes=host.memory_bytes, gemm=gemm, gemm_layouts=gemm_layouts, gemm_graph=gemm_graph,
+            membw_accel=membw_accel, membw_cpu=membw_cpu,
             best_bw_Bps=best_bw, exp_curve=exp_curve, launch=launch, dispatch=dispatch, linalg=linalg, alpha=alpha, beta=beta,
             link_includes_reduction=link_includes_reduction, peaks=peaks,
             noise={k: v for k, v in noise.items() if v}, origin=trace.origin, sources=sources,
@@ -301,7 +314,12 @@ class HardwareModel:
         return curve
 
     def flop_work(self, flop: float, dtype: str = "float32", layout: str = "nn") -> float:
-        """Seconds of GEMM work for ``flop`` inside a graph: the synced time less one launch."""
+        """Seconds of GEMM work for ``flop`` inside a graph: the measured in-graph time where the
+        trace has it, else the synced time less one launch."""
+        graph = self.gemm_graph.get((dtype, layout)) or (self.gemm_graph.get((dtype, "nn"))
+                                                          if (dtype, layout) not in self.gemm_layouts else None)
+        if graph is not None:
+            return graph(flop)
         return max(0.0, self.gemm_curve(dtype, layout)(flop) - self.launch_s)
 
     def gemm_work(self, m: int, n: int, k: int, batch: int = 1, dtype: str = "float32", layout: str = "nn") -> float:

@@ -66,7 +66,8 @@ def op_time(hw: HardwareModel, op: Op) -> float:
     """Seconds for all ``op.count`` instances on ``hw``, inside one evaluated graph.
 
     Dispatch is pipelined with execution (MLX encodes the next kernel while the last one runs),
-    so a kernel costs the larger of its work and the in-graph dispatch cost, not their sum. The
+    so a kernel costs the larger of its work and the in-graph dispatch cost, not their sum. An
+    element-wise group of k kernels costs k kernels of bytes/k each, plus its exp evaluations. The
     sync at the end of an evaluation is charged separately (``hw.launch_s`` per evaluation).
     """
     if op.count == 0:
@@ -76,7 +77,11 @@ def op_time(hw: HardwareModel, op: Op) -> float:
     elif op.kind == "attention":
         one = max(hw.dispatch_s, hw.flop_work(op.flop_each, op.dtype), hw.elementwise_work(op.bytes, op.device))
     elif op.kind == "elementwise":
-        one = max(op.kernels * hw.dispatch_s, hw.elementwise_work(op.bytes, op.device) + hw.exp_work(op.exp))
+        # k kernels each moving bytes/k: small kernels run at the (lower) bandwidth measured for
+        # their own size, not at that of one kernel moving everything
+        k = max(op.kernels, 1)
+        per_kernel = max(hw.dispatch_s, hw.elementwise_work(op.bytes / k, op.device))
+        one = k * per_kernel + hw.exp_work(op.exp)
     elif op.kind == "linalg":
         one = op.scale * hw.linalg_time(op.linalg, op.n)
     else:
@@ -182,7 +187,8 @@ class Workload:
             Op("attention copies + scale grad", "elementwise", L, bytes=4 * T * h * b, kernels=2, dtype=dt),
             Op("rms_norm grad", "elementwise", 2 * L + 1, bytes=4 * T * h * b, kernels=3, dtype=dt),
             Op("rope grad", "elementwise", 2 * L, bytes=2 * T * h * b, dtype=dt),
-            Op("silu*up grad", "elementwise", L, bytes=10 * T * f * b, kernels=5, dtype=dt),
+            # the VJP of the compiled silu re-traces it: sigmoid(gate) is computed again
+            Op("silu*up grad", "elementwise", L, bytes=10 * T * f * b, kernels=5, exp=T * f, dtype=dt),
             Op("gradient accumulation (branches)", "elementwise", 5 * L, bytes=3 * T * h * b, dtype=dt),
             Op("embedding grad (scatter-add, tied sum)", "elementwise", 1,
                bytes=(T * h + 4 * V * h) * b, kernels=3, dtype=dt),

@@ -1,0 +1,226 @@
+"""`asprof validate`: train for real on the cluster, simulate exactly that run, compare.
+
+The pipeline (DESIGN §6), for a :class:`ValidateConfig`:
+
+1. **Place the ranks** (:func:`placement`): local processes on a loopback ring (``--nodes``),
+   namespace hosts with tbf-shaped links (``--nodes`` + ``--netns-rate``; built here, torn down
+   on exit, error or Ctrl-C), or an ``mlx.launch`` hostfile.
+2. **Calibrate** (:func:`choose_trace`): ``--trace``, else the newest trace in ``traces/`` that
+   matches this cluster (asprof.validate.match), else probe the cluster now — compute probes on
+   every rank at once, then the ring (asprof.probe.cluster) — and save the trace. Nothing is ever
+   fitted to the training runs: they are the held-out test.
+3. **Measure**: per optimizer one ``asprof train`` run on the placement (un-instrumented step
+   times, then an instrumented pass with a sync per phase; asprof.train).
+4. **Predict**: simulate exactly that configuration (model with the corpus vocabulary, batch per
+   node, sequence length, optimizer, f, warm-up, the same N steps) from the trace: R sampled
+   replicas for the step times and their band, one instrumented simulation for the phases.
+5. **Compare** (asprof.validate.compare) over the steps after the warm-up.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+from asprof.errors import AsprofError
+from asprof.probe.cluster import Placement
+from asprof.validate.compare import Comparison, compare
+from asprof.validate.config import ValidateConfig
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TraceChoice:
+    path: str
+    how: str  # why this trace
+    warnings: tuple[str, ...] = ()
+    probed: bool = False
+
+
+@dataclass
+class ValidationResult:
+    config: dict
+    nodes: int
+    link: str
+    trace: TraceChoice
+    comparisons: dict  # label -> Comparison
+    training: dict  # label -> summary of the TrainResult (losses, state bytes, bytes per step)
+    notes: list = field(default_factory=list)
+    wall_s: float = 0.0
+    tolerance_pct: float = 10.0
+    seq_len: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return all(abs(c.step_error_pct) <= self.tolerance_pct for c in self.comparisons.values())
+
+    def to_dict(self) -> dict:
+        return {"schema": "asprof.validation", "version": 1, "config": self.config, "nodes": self.nodes,
+                "link": self.link, "seq_len": self.seq_len, "trace": dict(self.trace.__dict__), "passed": self.passed,
+                "tolerance_pct": self.tolerance_pct, "wall_s": self.wall_s, "notes": list(self.notes),
+                "optimizers": {k: {"comparison": c.to_dict(), "training": self.training.get(k, {})}
+                               for k, c in self.comparisons.items()}}
+
+
+# -- 1. placement ---------------------------------------------------------------------------------
+def link_label(cfg: ValidateConfig) -> str:
+    if cfg.hostfile is not None:
+        from asprof.cluster.launch import read_hostfile
+
+        return "hostfile " + ",".join(h["ssh"] for h in read_hostfile(cfg.hostfile))
+    if cfg.netns_rate is not None:
+        return f"netns {cfg.netns_rate:g} Mbit/s"
+    return "loopback"
+
+
+@contextmanager
+def placement(cfg: ValidateConfig) -> Iterator[Placement]:
+    """Where the ranks run, for the whole validation (probe and training share it)."""
+    link = link_label(cfg)
+    if cfg.hostfile is not None:
+        yield Placement(hostfile=cfg.hostfile, link=link)
+    elif cfg.netns_rate is not None:
+        from asprof.cluster.netns import NetnsRing, namespace_ring
+
+        with namespace_ring(NetnsRing(cfg.world_size, float(cfg.netns_rate))) as hosts:
+            yield Placement(hosts=tuple(hosts), link=link)
+    else:
+        yield Placement(nodes=cfg.world_size, link=link)
+
+
+# -- 2. calibration ---------------------------------------------------------------------------------
+def identity(cfg: ValidateConfig):
+    from asprof.traces.host import capture_host
+    from asprof.validate.match import ClusterIdentity
+
+    host = None if cfg.hostfile is not None else capture_host(with_torch=False)
+    return ClusterIdentity(nodes=cfg.world_size, link=link_label(cfg), host=host)
+
+
+def choose_trace(cfg: ValidateConfig, place: Placement, progress: Progress):
+    """(trace, TraceChoice): --trace, the newest matching trace, or a new probe of the cluster."""
+    from asprof.simulate.session import load_trace_spec
+    from asprof.traces.io import check_writable
+    from asprof.validate.match import find_matching, mismatches
+
+    want = identity(cfg)
+    if cfg.trace is not None:
+        trace, bundled = load_trace_spec(cfg.trace)
+        why = mismatches(trace, want)
+        warn = (f"--trace {cfg.trace} does not describe this cluster ({'; '.join(why)}): the prediction is "
+                "calibrated on another machine or setup",) if why else ()
+        return trace, TraceChoice(cfg.trace, "--trace", warn)
+    found, rejected = find_matching(cfg.traces_dir, want)
+    if found is not None:
+        from asprof.traces.io import load_trace
+
+        return load_trace(found), TraceChoice(str(found), f"the newest trace in {cfg.traces_dir}/ that matches this cluster")
+    reason = (f"the newest, {rejected[0][0].name}: {rejected[0][1][0]}" if rejected
+              else f"{cfg.traces_dir}/ has no traces")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    host = want.host.hostname if want.host else "cluster"
+    slug = "".join(c if c.isalnum() else "-" for c in place.link).strip("-")
+    path = Path(cfg.traces_dir) / f"{host}-{cfg.world_size}r-{slug}-{stamp}.json"
+    check_writable(path)
+    progress(f"no trace in {cfg.traces_dir}/ matches this cluster ({reason}): probing it first "
+             f"({cfg.world_size} rank(s), link {place.link}) -> {path}")
+    from asprof.probe.cluster import probe_cluster
+
+    trace = probe_cluster(place, path, level=cfg.probe_level, rounds=cfg.probe_rounds, progress=progress)
+    return trace, TraceChoice(str(path), "probed now (no matching trace)", probed=True)
+
+
+# -- 3. measurement ---------------------------------------------------------------------------------
+def train_config(cfg: ValidateConfig, optimizer: str):
+    from asprof.train.config import TrainConfig
+
+    k = cfg.world_size
+    return TrainConfig(optimizer=optimizer, steps=cfg.steps, model=cfg.model, batch=cfg.batch * k, seq=cfg.seq,
+                       sparsity=cfg.sparsity, frequency=cfg.frequency, warmup=cfg.warmup_steps, seed=cfg.seed,
+                       eval_batches=1, instrument=True, timing_skip=cfg.warmup_steps,
+                       nodes=1 if cfg.hostfile else k, hostfile=cfg.hostfile, timeout_s=cfg.timeout_s)
+
+
+def measure(cfg: ValidateConfig, place: Placement, optimizer: str, progress: Progress):
+    from asprof.cluster.launch import RankHost
+    from asprof.train.runner import run_training
+
+    tc = train_config(cfg, optimizer)
+    hosts = place.hosts
+    if hosts is None and cfg.hostfile is None and cfg.world_size == 1:
+        hosts = (RankHost("127.0.0.1"),)  # a rank of its own, like the ranks of a larger run
+    last = [0.0]
+
+    def on_progress(phase, step, steps, loss, dt):
+        now = time.monotonic()
+        if now - last[0] > 2.0 or step + 1 == steps:
+            last[0] = now
+            progress(f"{optimizer}: {phase} step {step + 1}/{steps} ({dt * 1e3:.0f} ms, loss {loss:.3f})")
+
+    return run_training(tc, on_progress=on_progress, hosts=hosts)
+
+
+# -- 4. prediction ---------------------------------------------------------------------------------
+def spec_for(cfg: ValidateConfig, optimizer: str):
+    from asprof.simulate.costs import OptimizerSpec
+
+    return OptimizerSpec(optimizer, sparsity=cfg.sparsity if optimizer == "topkpop" else 1.0,
+                         frequency=cfg.frequency, warmup=cfg.warmup_steps)
+
+
+def predict_run(cfg: ValidateConfig, trace, optimizer: str):
+    """(replicas of per-step times, instrumented per-step phases, breakdown, notes)."""
+    from asprof.simulate import Cluster, HardwareModel, SimConfig, Workload, predict
+
+    hw = HardwareModel.from_trace(trace)
+    mc = cfg.model_config()
+    workload = Workload(mc, batch=cfg.batch, seq=mc.seq_len)
+    spec = spec_for(cfg, optimizer)
+    cluster = Cluster(cfg.world_size, hw)
+    replicas, notes, breakdown = [], [], {}
+    for seed in range(cfg.replicas):
+        p = predict(workload, [spec], cluster, SimConfig(steps=cfg.steps, seed=cfg.seed + seed, collapse="never"))
+        replicas.append(list(p.results[0].step_times_s))
+        notes = list(p.notes)
+        if seed == 0:
+            breakdown = dict(p.results[0].breakdown_s)
+    inst = predict(workload, [spec], cluster, SimConfig(steps=cfg.steps, variance=False, instrumented=True,
+                                                          collapse="never"))
+    return replicas, list(inst.results[0].phase_times_s), breakdown, notes
+
+
+# -- the pipeline -----------------------------------------------------------------------------------
+def run_validation(cfg: ValidateConfig, progress: Progress = lambda msg: None) -> ValidationResult:
+    start = time.monotonic()
+    label = {o: spec_for(cfg, o).label for o in cfg.optimizers}
+    with placement(cfg) as place:
+        trace, choice = choose_trace(cfg, place, progress)
+        runs = {}
+        for o in cfg.optimizers:
+            progress(f"{label[o]}: training {cfg.steps} steps on {place.size} rank(s), then an instrumented pass")
+            runs[o] = measure(cfg, place, o, progress)
+    comparisons, training, notes = {}, {}, list(choice.warnings)
+    for o in cfg.optimizers:
+        progress(f"{label[o]}: simulating {cfg.replicas} replicas of the same {cfg.steps} steps")
+        replicas, phases, breakdown, sim_notes = predict_run(cfg, trace, o)
+        r = runs[o]
+        comparisons[label[o]] = compare(label[o], r.step_time_s, replicas, cfg.warmup_steps,
+                                        r.phases_s, phases, breakdown)
+        training[label[o]] = {"final_train_loss": r.summary.get("final_train_loss"),
+                              "final_val_loss": r.summary.get("final_val_loss"),
+                              "refresh_steps": r.refresh_steps, "state_bytes": r.state_bytes,
+                              "bytes_per_step": r.bytes_per_step[-1] if r.bytes_per_step else {},
+                              "instrumented_loss_max_abs_diff": r.instrumented_loss_max_abs_diff,
+                              "step_time_s": r.step_time_s, "phases_s": r.phases_s}
+        notes += [n for n in sim_notes if n not in notes]
+    if not comparisons:
+        raise AsprofError("nothing was compared")
+    return ValidationResult(config=cfg.to_dict(), nodes=cfg.world_size, link=link_label(cfg), trace=choice,
+                            comparisons=comparisons, training=training, notes=notes,
+                            wall_s=time.monotonic() - start, tolerance_pct=float(cfg.tolerance),
+                            seq_len=cfg.model_config().seq_len)
