@@ -122,7 +122,8 @@ def test_adam_math_is_compiled_on_metal_only_like_the_optimizers():
     from asprof.simulate.workload import ops_time
 
     plan = plan_step(Workload(PRESETS["tiny"], 1, 8), OptimizerSpec("adam"), 2)
-    assert all(op.kernels == 2 for op in plan.update) and all(op.kernels == 14 for op in plan.update_eager)
+    # eager: the 29 primitives of the Adam graph (MLX 0.32) plus w + Δ
+    assert all(op.kernels == 2 for op in plan.update) and all(op.kernels == 30 for op in plan.update_eager)
     for acc, ops in (("metal", plan.update), ("none", plan.update_eager)):
         hw = HardwareModel.from_trace(make_trace(accelerator=acc))
         assert _node_costs(NodeSpec(hw), plan, 2).update == pytest.approx(ops_time(hw, ops) + hw.launch_s)
@@ -150,3 +151,27 @@ def test_transcendental_ops_count_their_exps():
     assert ops["softmax"].exp == B * cfg.heads * S * S
     assert ops["cross-entropy (logsumexp)"].exp == ops["cross-entropy grad (softmax)"].exp == B * S * cfg.vocab
     assert ops["silu(gate)*up"].exp == B * S * cfg.ffn
+
+
+@pytest.mark.parametrize("cfg", MODELS, ids=lambda c: c.name)
+def test_each_pass_has_the_counted_graph_primitives(cfg):
+    from asprof.simulate.workload import FALLBACK_EXTRA, PRIMITIVES
+
+    w, L = Workload(cfg, 2, 16), cfg.layers
+    for which, ops in (("fwd", w.forward_ops()), ("bwd", w.backward_ops())):
+        total = sum(op.count * max(op.kernels, 1) for op in ops)
+        assert total == L * PRIMITIVES[f"{which}_layer"] + PRIMITIVES[f"{which}_rest"]
+        fallback = sum(op.kernels for op in ops if op.cpu_fallback)
+        assert fallback == (2 * L + 1) * FALLBACK_EXTRA[f"rms_{which}"] + 2 * L * FALLBACK_EXTRA[f"rope_{which}"]
+
+
+def test_cpu_fallback_primitives_cost_nothing_on_metal():
+    from test_sim_hardware import make_trace
+
+    from asprof.simulate.hardware import HardwareModel
+    from asprof.simulate.workload import op_time
+
+    (op,) = [o for o in Workload(PRESETS["tiny"], 2, 16).forward_ops() if o.cpu_fallback]
+    assert op_time(HardwareModel.from_trace(make_trace(accelerator="metal")), op) == 0.0
+    cpu = HardwareModel.from_trace(make_trace(accelerator="none"))
+    assert op_time(cpu, op) >= op.kernels * cpu.dispatch_s

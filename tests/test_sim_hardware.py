@@ -160,3 +160,28 @@ def test_bundled_profiles_give_back_their_roofline(name):
     assert hw.peak()[0] == chip.gpu_fp32_flops and "peak record" in hw.peak()[1]
     assert hw.launch_s == chip.launch_warm_s and not hw.shared_lanes
     assert hw.alpha and hw.beta and hw.linalg_time("eigh", 256) > 0
+
+
+def test_layouts_in_graph_gemms_and_exp_come_from_their_records():
+    base = make_trace(accelerator="none")
+    extra = []
+    for n in (16, 64, 256, 1024):
+        flop = 2.0 * n**3
+        for op, rate in (("matmul", 1e12), ("matmul_nt", 5e11)):
+            t = flop / rate + LAUNCH
+            extra.append(Record("blas", op, "mlx", "cpu", "float32", params={"m": n, "n": n, "k": n, "batch": 1, "chain": 8},
+                                metrics={"flop": flop, "time_s": t, "in_graph_s": 0.9 * flop / rate}))
+    for nbytes in (2**12, 2**20):
+        extra.append(Record("membw", "exp", "mlx", "cpu", "float32", params={"bytes": nbytes},
+                            metrics={"bytes_moved": 2.0 * nbytes, "time_s": nbytes / 4 * 1e-8 + LAUNCH,
+                                     "bytes_per_s": 1.0}))
+    trace = Trace(host=base.host, records=tuple(r for r in base.records if r.probe != "blas") + tuple(extra))
+    hw = HardwareModel.from_trace(trace)
+    n = 256
+    # in-graph time is the work (no launch subtracted); "tn" was not measured: falls back to "nn"
+    assert hw.gemm_work(n, n, n, layout="nn") == pytest.approx(0.9 * 2 * n**3 / 1e12, rel=1e-9)
+    assert hw.gemm_work(n, n, n, layout="nt") == pytest.approx(0.9 * 2 * n**3 / 5e11, rel=1e-9)
+    assert hw.gemm_work(n, n, n, layout="tn") == hw.gemm_work(n, n, n, layout="nn")
+    # exp: measured time less a launch, interpolated over elements
+    assert hw.exp_work(2**20 / 4) == pytest.approx(2**20 / 4 * 1e-8, rel=1e-9)
+    assert HardwareModel.from_trace(make_trace(accelerator="none")).exp_work(1e6) == 0.0

@@ -41,11 +41,12 @@ BUCKET_BYTES = 32 * 1024**2  # mlx.nn.average_gradients' all_reduce_size, and ou
 STATE_BYTES = 4  # optimizer state, factors and bases are float32 (asprof/optimizers/kpop.py)
 # The Adam math (base.py adam_step) is one mx.compile'd kernel on Metal (the optimizers' default
 # compile=None compiles on Metal only): it reads g, m, v and writes m, v and the step Δ. Elsewhere
-# it runs eagerly: 13 kernels (3 for m, 4 for v, 6 for the bias-corrected step) moving 29 arrays.
-# A plain parameter then takes one more kernel, w + Δ (reads w, Δ; writes w); a KFAC layer's Δ'
-# goes through the back-rotation GEMMs first.
+# it runs eagerly: 13 array kernels (3 for m, 4 for v, 6 for the bias-corrected step) moving 29
+# arrays, in a graph of 29 primitives with the scalar bias corrections and broadcasts (counted on
+# MLX 0.32's graph; each is dispatched). A plain parameter then takes one more kernel, w + Δ
+# (reads w, Δ; writes w); a KFAC layer's Δ' goes through the back-rotation GEMMs first.
 ADAM_ARRAYS = {True: 6, False: 29}  # arrays moved per element, compiled / eager
-ADAM_KERNELS = {True: 1, False: 13}
+ADAM_KERNELS = {True: 1, False: 29}  # graph primitives
 STEP_ARRAYS = 3  # w ← w + Δ
 
 
@@ -243,11 +244,12 @@ def plan_step(workload: Workload, spec: OptimizerSpec, nodes: int) -> StepPlan:
     for name, r, c in cfg.linear_shapes():
         r2, c2 = reduced_dim(r, s), reduced_dim(c, s)
         # 1. batch factors in the custom VJP (kfac.py): x2ᵀx2 and dy2ᵀdy2, each then scaled
-        factors += [Op("factor C_b = XᵀX/B", "gemm", 1, m=c, n=c, k=T, layout="tn"),
-                    Op("factor R_b = ΔYᵀΔY/B", "gemm", 1, m=r, n=r, k=T, layout="tn"),
-                    Op("factor scaling", "elementwise", 2, bytes=(r * r + c * c) * STATE_BYTES)]
-        # 2. EMA: a·F + (1−a)·F_b, three kernels per factor
-        ema += [Op("factor EMA", "elementwise", 1, bytes=3 * n * n * STATE_BYTES, kernels=3) for n in (c, r)]
+        # (12 graph primitives per layer with the reshapes, transposes and scalar broadcasts)
+        factors += [Op("factor C_b = XᵀX/B", "gemm", 1, m=c, n=c, k=T, layout="tn", kernels=2),
+                    Op("factor R_b = ΔYᵀΔY/B", "gemm", 1, m=r, n=r, k=T, layout="tn", kernels=2),
+                    Op("factor scaling", "elementwise", 2, bytes=(r * r + c * c) * STATE_BYTES, kernels=4)]
+        # 2. EMA: a·F + (1−a)·F_b, three kernels and two scalar broadcasts per factor
+        ema += [Op("factor EMA", "elementwise", 1, bytes=3 * n * n * STATE_BYTES, kernels=5) for n in (c, r)]
         # 3. refresh: all-reduce [C, R] per layer (kpop.py refresh), eigh per factor on the CPU,
         #    canonical_signs (argmax, abs, take, where, mul) on the accelerator
         factor_arrays += [c * c * STATE_BYTES, r * r * STATE_BYTES]
@@ -263,21 +265,21 @@ def plan_step(workload: Workload, spec: OptimizerSpec, nodes: int) -> StepPlan:
             power_cpu.append(Op("power step QR (CPU)", "linalg", 1, n=n, linalg="qr", scale=frac, device="cpu"))
         # 4./5. gradient path
         if spec.name == "topkpop":
-            project += [Op("project Q_Rᵀ·G", "gemm", 1, m=r2, n=c, k=r, layout="tn"),
+            project += [Op("project Q_Rᵀ·G", "gemm", 1, m=r2, n=c, k=r, layout="tn", kernels=2),
                         Op("project ·Q_C", "gemm", 1, m=r2, n=c2, k=c)]
             grad_arrays.append(r2 * c2 * STATE_BYTES)
             kfac_grad += r2 * c2 * STATE_BYTES
             update.adam(name, r2 * c2, with_step=False)
             update.add(Op("back-project Q_R·ΔW'", "gemm", 1, m=r, n=c2, k=r2),
-                       Op("back-project ·Q_Cᵀ", "gemm", 1, m=r, n=c, k=c2, layout="nt"))
+                       Op("back-project ·Q_Cᵀ", "gemm", 1, m=r, n=c, k=c2, layout="nt", kernels=2))
         else:
             grad_arrays.append(r * c * STATE_BYTES)
             kfac_grad += r * c * STATE_BYTES
-            update.add(Op("rotate Q_Rᵀ·G", "gemm", 1, m=r, n=c, k=r, layout="tn"),
+            update.add(Op("rotate Q_Rᵀ·G", "gemm", 1, m=r, n=c, k=r, layout="tn", kernels=2),
                        Op("rotate ·Q_C", "gemm", 1, m=r, n=c, k=c))
             update.adam(name, r * c, with_step=False)
             update.add(Op("rotate back Q_R·ΔW'", "gemm", 1, m=r, n=c, k=r),
-                       Op("rotate back ·Q_Cᵀ", "gemm", 1, m=r, n=c, k=c, layout="nt"))
+                       Op("rotate back ·Q_Cᵀ", "gemm", 1, m=r, n=c, k=c, layout="nt", kernels=2))
         update.add(Op("weight += ΔW", "elementwise", 1, bytes=3 * r * c * STATE_BYTES))
         memory["optimizer_state"] += 2 * r2 * c2 * STATE_BYTES
         memory["preconditioner"] += (r * r + c * c + r * r2 + c * c2) * STATE_BYTES

@@ -31,6 +31,14 @@ from asprof.simulate.hardware import ITEMSIZE, HardwareModel
 
 KINDS = ("gemm", "attention", "elementwise", "linalg")
 
+# Graph primitives of one training step of asprof/train/model.py, counted on MLX 0.32's graph
+# (mx.export_to_dot of the loss and gradients, layers 1..3; docs/simulator.md §3): per block and
+# for the rest (embedding, final norm, head, cross-entropy), forward and backward. Where MLX has
+# no fused kernel for rms_norm and rope (its CPU backend) it runs their composed fallbacks: 10 and
+# 28 more primitives per call forward, about 21 and 20 more backward.
+PRIMITIVES = {"fwd_layer": 145, "bwd_layer": 155, "fwd_rest": 30, "bwd_rest": 44}
+FALLBACK_EXTRA = {"rms_fwd": 10, "rope_fwd": 28, "rms_bwd": 21, "rope_bwd": 20}
+
 
 @dataclass(frozen=True)
 class Op:
@@ -54,6 +62,7 @@ class Op:
     device: str = "accel"  # "accel" or "cpu"
     layout: str = "nn"  # GEMM operand storage: "nn" A·B, "nt" A·Bᵀ (B stored n×k), "tn" Aᵀ·B
     exp: float = 0.0  # element-wise: exp evaluations per instance (softmax, logsumexp, sigmoid)
+    cpu_fallback: bool = False  # only where MLX runs its composed fallback (no Metal): see PRIMITIVES
 
     @property
     def flop(self) -> float:
@@ -66,14 +75,17 @@ def op_time(hw: HardwareModel, op: Op) -> float:
     """Seconds for all ``op.count`` instances on ``hw``, inside one evaluated graph.
 
     Dispatch is pipelined with execution (MLX encodes the next kernel while the last one runs),
-    so a kernel costs the larger of its work and the in-graph dispatch cost, not their sum. An
-    element-wise group of k kernels costs k kernels of bytes/k each, plus its exp evaluations. The
-    sync at the end of an evaluation is charged separately (``hw.launch_s`` per evaluation).
+    so a kernel costs the larger of its work and the in-graph dispatch cost, not their sum. Every
+    primitive of the lazy graph is dispatched, views and scalar ops too (MLX schedules each array's
+    primitive; the launch probe's ``graph`` chain measures that cost), so ``kernels`` counts
+    primitives. An element-wise group of k primitives costs k of bytes/k each, plus its exp
+    evaluations. The sync at the end of an evaluation is charged separately (``hw.launch_s``).
     """
-    if op.count == 0:
+    if op.count == 0 or (op.cpu_fallback and hw.accelerator == "metal"):
         return 0.0
-    if op.kind == "gemm":
+    if op.kind == "gemm":  # the matmul, plus its view primitives (transpose, flatten) at dispatch cost
         one = max(hw.dispatch_s, hw.gemm_work(op.m, op.n, op.k, op.batch, op.dtype, op.layout))
+        one += (max(op.kernels, 1) - 1) * hw.dispatch_s
     elif op.kind == "attention":
         one = max(hw.dispatch_s, hw.flop_work(op.flop_each, op.dtype), hw.elementwise_work(op.bytes, op.device))
     elif op.kind == "elementwise":
@@ -143,31 +155,35 @@ class Workload:
         h, f, L, V = c.hidden, c.ffn, c.layers, c.vocab
         H, d, S, B = c.heads, c.head_dim, self.seq, self.batch
         A = B * H * S * S  # attention score elements of one layer
-        return [
-            Op("embedding gather", "elementwise", 1, bytes=2 * T * h * b, dtype=dt),
+        ops = [
+            Op("embedding gather", "elementwise", 1, bytes=2 * T * h * b, kernels=2, dtype=dt),
             Op("rms_norm", "elementwise", 2 * L + 1, bytes=2 * T * h * b, dtype=dt),
-            Op("q/k/v/o proj", "gemm", 4 * L, m=T, n=h, k=h, dtype=dt, layout="nt"),
+            Op("q/k/v/o proj", "gemm", 4 * L, m=T, n=h, k=h, dtype=dt, layout="nt", kernels=4),
             Op("rope", "elementwise", 2 * L, bytes=2 * T * h * b, dtype=dt),
-            Op("attention scale·q", "elementwise", L, bytes=2 * T * h * b, dtype=dt),
-            Op("attention scores q·kᵀ", "gemm", L, m=S, n=S, k=d, batch=B * H, dtype=dt, layout="nt"),
-            Op("causal mask + where", "elementwise", L, bytes=2 * A * b, kernels=4, dtype=dt),
+            Op("attention scale·q", "elementwise", L, bytes=2 * T * h * b, kernels=2, dtype=dt),
+            Op("attention scores q·kᵀ", "gemm", L, m=S, n=S, k=d, batch=B * H, dtype=dt, layout="nt", kernels=2),
+            Op("causal mask + where", "elementwise", L, bytes=2 * A * b, kernels=7, dtype=dt),
             Op("softmax", "elementwise", L, bytes=2 * A * b, exp=A, dtype=dt),
             Op("attention P·v", "gemm", L, m=S, n=d, k=S, batch=B * H, dtype=dt),
-            Op("attention heads → rows (copy)", "elementwise", L, bytes=2 * T * h * b, dtype=dt),
-            Op("gate/up proj", "gemm", 2 * L, m=T, n=f, k=h, dtype=dt, layout="nt"),
-            Op("silu(gate)*up", "elementwise", L, bytes=8 * T * f * b, kernels=3, exp=T * f, dtype=dt),
-            Op("down proj", "gemm", L, m=T, n=h, k=f, dtype=dt, layout="nt"),
+            Op("attention heads (views) + rows copy", "elementwise", L, bytes=2 * T * h * b, kernels=8, dtype=dt),
+            Op("gate/up proj", "gemm", 2 * L, m=T, n=f, k=h, dtype=dt, layout="nt", kernels=4),
+            Op("silu(gate)*up", "elementwise", L, bytes=8 * T * f * b, kernels=2, exp=T * f, dtype=dt),
+            Op("down proj", "gemm", L, m=T, n=h, k=f, dtype=dt, layout="nt", kernels=4),
             Op("residual add", "elementwise", 2 * L, bytes=3 * T * h * b, dtype=dt),
-            Op("head (tied)" if c.tied_embeddings else "head", "gemm", 1, m=T, n=V, k=h, dtype=dt, layout="nt"),
-            Op("cross-entropy (logsumexp)", "elementwise", 1, bytes=2 * T * V * b, kernels=5, exp=T * V, dtype=dt),
+            Op("head (tied)" if c.tied_embeddings else "head", "gemm", 1, m=T, n=V, k=h, dtype=dt, layout="nt",
+               kernels=4),
+            Op("cross-entropy (logsumexp)", "elementwise", 1, bytes=2 * T * V * b, kernels=13, exp=T * V, dtype=dt),
         ]
+        return ops + _rest(ops, L, "fwd", dt, fallback=(2 * L + 1) * FALLBACK_EXTRA["rms_fwd"]
+                           + 2 * L * FALLBACK_EXTRA["rope_fwd"],
+                           fallback_bytes=((2 * L + 1) * 8 + 2 * L * 9) * T * h * b)
 
     def backward_ops(self) -> list[Op]:
         c, T, b, dt = self.model, self.tokens, self.itemsize, self.dtype
         h, f, L, V = c.hidden, c.ffn, c.layers, c.vocab
         H, d, S, B = c.heads, c.head_dim, self.seq, self.batch
         A = B * H * S * S
-        return [
+        ops = [
             Op("cross-entropy grad (softmax)", "elementwise", 1, bytes=3 * T * V * b, kernels=4, exp=T * V, dtype=dt),
             Op("head dX", "gemm", 1, m=T, n=h, k=V, dtype=dt),
             Op("head dW", "gemm", 1, m=h, n=V, k=T, dtype=dt, layout="tn"),
@@ -193,6 +209,9 @@ class Workload:
             Op("embedding grad (scatter-add, tied sum)", "elementwise", 1,
                bytes=(T * h + 4 * V * h) * b, kernels=3, dtype=dt),
         ]
+        return ops + _rest(ops, L, "bwd", dt, fallback=(2 * L + 1) * FALLBACK_EXTRA["rms_bwd"]
+                           + 2 * L * FALLBACK_EXTRA["rope_bwd"],
+                           fallback_bytes=((2 * L + 1) * 12 + 2 * L * 9) * T * h * b)
 
     def model_flop(self) -> float:
         """Forward + backward FLOPs of the model (the MFU numerator; no optimizer work)."""
@@ -209,3 +228,19 @@ class Workload:
         # output P (unfused attention keeps it for the backward pass)
         per_layer = T * (10 * h + 4 * f) + A
         return (L * per_layer + A + 2 * T * h + 2 * T * V) * b  # + dS of the layer being differentiated
+
+
+def _rest(ops: list[Op], layers: int, which: str, dtype: str, fallback: int, fallback_bytes: float) -> list[Op]:
+    """The pass's other graph primitives (views, scalar and mask ops) at dispatch cost, so the
+    pass has :data:`PRIMITIVES` primitives in all; plus, where MLX has no fused rms_norm/rope
+    kernels, their fallbacks' extra ``fallback`` primitives moving ``fallback_bytes`` (an
+    estimate: ~8 (rms_norm) and ~9 (rope) arrays of the activations' size per call forward)."""
+    total = layers * PRIMITIVES[f"{which}_layer"] + PRIMITIVES[f"{which}_rest"] - fallback
+    listed = sum(op.count * max(op.kernels, 1) for op in ops)
+    out = []
+    if total > listed:
+        out.append(Op(f"other graph primitives ({which})", "elementwise", 1, kernels=total - listed, dtype=dtype))
+    if fallback:
+        out.append(Op(f"rms_norm/rope CPU fallbacks ({which})", "elementwise", 1, kernels=fallback,
+                      bytes=fallback_bytes, dtype=dtype, cpu_fallback=True))
+    return out

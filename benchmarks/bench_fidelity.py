@@ -1,0 +1,143 @@
+"""Fidelity of the simulator against real MLX training on namespace-ring clusters (issue 5).
+
+Grid: optimizers (adam, kpop, topkpop) × nodes × models × link rates, every cell one
+`asprof validate` comparison of the same N steps (the first W excluded). With one node there is
+no link, so a one-node cell is run once per model and shown for both rates. Every cluster
+(nodes, rate) is probed once — compute on every rank at once, then the ring — into
+--traces-dir, and reused by both models (calibration only from the probe; nothing is fitted to
+the training runs).
+
+Prints every cell (measured and predicted mean step, the error of the mean and of the median,
+the fraction of measured steps inside the simulated p5-p95 band, the phase the simulator misses
+most) and the summary: median and max |error| of the mean step, and the pooled band fraction.
+Goals (issue 5): median <= 5 %, max <= 10 %, band >= 90 %. Needs root (namespaces); the load of
+the machine before and after is printed, since other programs change every timing.
+
+    sudo python benchmarks/bench_fidelity.py                 # the recorded grid (~30 min, 2 cores)
+    python benchmarks/bench_fidelity.py --quick              # 1-2 nodes, tiny only, a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from asprof.validate.config import ValidateConfig  # noqa: E402
+from asprof.validate.run import run_validation  # noqa: E402
+
+# model -> (batch per node, seq): sizes where a step takes ~0.1-0.5 s on one core of this VM
+MODELS = {"tiny": (8, 64), "small": (2, 64)}
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
+
+
+def other_cpu(seconds: float = 2.0) -> float:
+    """CPU use of processes outside this benchmark's tree, in cores (a busy machine skews timings)."""
+    import psutil
+
+    me = psutil.Process()
+    mine = {me.pid} | {c.pid for c in me.children(recursive=True)}
+    procs = [p for p in psutil.process_iter() if p.pid not in mine]
+    for p in procs:
+        try:
+            p.cpu_percent(None)
+        except psutil.Error:
+            pass
+    time.sleep(seconds)
+    total = 0.0
+    for p in procs:
+        try:
+            total += p.cpu_percent(None)
+        except psutil.Error:
+            pass
+    return total / 100.0
+
+
+def wait_quiet(max_cores: float, patience_s: float) -> float:
+    """Wait (up to patience_s) until other processes use less than max_cores; returns their use."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        busy = other_cpu()
+        if busy < max_cores or time.monotonic() > deadline:
+            return busy
+        print(f"  (machine busy: other processes use {busy:.2f} cores; waiting)", flush=True)
+        time.sleep(20)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nodes", default="1,2,4")
+    ap.add_argument("--models", default="tiny,small")
+    ap.add_argument("--rates", default="200,2000", help="link rates, Mbit/s")
+    ap.add_argument("--optimizers", default="adam,kpop,topkpop")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup-steps", type=int, default=4)
+    ap.add_argument("--traces-dir", default="bench-traces")
+    ap.add_argument("--out", default="bench-fidelity")
+    ap.add_argument("--quick", action="store_true", help="nodes 1,2, tiny, one rate: a smoke run")
+    ap.add_argument("--max-busy", type=float, default=0.3, help="wait while other processes use more cores than this")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.nodes, args.models, args.rates = "1,2", "tiny", "200"
+    nodes = [int(x) for x in args.nodes.split(",")]
+    models = args.models.split(",")
+    rates = [float(x) for x in args.rates.split(",")]
+    optimizers = tuple(args.optimizers.split(","))
+    print(f"bench_fidelity: nodes {nodes}, models {models}, rates {rates} Mbit/s, {args.steps} steps "
+          f"(first {args.warmup_steps} excluded); {load()}", flush=True)
+    cells, t0 = [], time.monotonic()
+    for k in nodes:
+        for rate in (rates[:1] if k == 1 else rates):
+            for model in models:
+                busy = wait_quiet(args.max_busy, 600)
+                batch, seq = MODELS.get(model, (4, 64))
+                cfg = ValidateConfig(nodes=k, netns_rate=rate, optimizers=optimizers, model=model, batch=batch, seq=seq,
+                                     steps=args.steps, warmup_steps=args.warmup_steps, traces_dir=args.traces_dir,
+                                     out=f"{args.out}/{model}-{k}n-{rate:g}")
+                start = time.monotonic()
+                res = run_validation(cfg, progress=lambda m: print(f"    {m}", flush=True) if "probing" in m else None)
+                from asprof.validate.report import write_outputs
+
+                write_outputs(res, cfg.out)
+                for label, c in res.comparisons.items():
+                    worst = max(c.phase_error_pct.items(), key=lambda kv: abs(kv[1]) if kv[1] == kv[1] else 0,
+                                default=("-", float("nan")))
+                    cell = {"optimizer": label, "nodes": k, "rate_mbit": rate if k > 1 else None, "model": model,
+                            "measured_mean_s": c.measured_mean_s, "predicted_mean_s": c.predicted_mean_s,
+                            "mean_error_pct": c.mean_error_pct, "median_error_pct": c.median_error_pct,
+                            "band_fraction": c.band_fraction, "inside": round(c.band_fraction * len(c.measured_s)),
+                            "compared": len(c.measured_s), "worst_phase": worst[0], "worst_phase_error_pct": worst[1],
+                            "other_cores_busy": busy}
+                    cells.append(cell)
+                    print(f"{model:6s} K={k} {('%g Mbit/s' % rate) if k > 1 else 'no link':>12s} {label:14s} "
+                          f"meas {c.measured_mean_s * 1e3:8.1f} ms  pred {c.predicted_mean_s * 1e3:8.1f} ms  "
+                          f"err mean {c.mean_error_pct:+6.1f}%  median {c.median_error_pct:+6.1f}%  "
+                          f"band {c.band_fraction:4.0%}  worst phase {worst[0]} {worst[1]:+.0f}%  "
+                          f"({time.monotonic() - start:.0f} s, others {busy:.2f} cores)", flush=True)
+    errs = [abs(c["mean_error_pct"]) for c in cells]
+    med_errs = [abs(c["median_error_pct"]) for c in cells]
+    inside = sum(c["inside"] for c in cells) / max(1, sum(c["compared"] for c in cells))
+    summary = {"cells": len(cells), "median_abs_mean_error_pct": statistics.median(errs), "max_abs_mean_error_pct": max(errs),
+               "median_abs_median_error_pct": statistics.median(med_errs), "max_abs_median_error_pct": max(med_errs),
+               "band_fraction": inside, "wall_s": time.monotonic() - t0, "load_after": load()}
+    print(f"\nsummary over {len(cells)} cells: |error of the mean step| median {summary['median_abs_mean_error_pct']:.1f}% "
+          f"(goal <= 5%), max {summary['max_abs_mean_error_pct']:.1f}% (goal <= 10%); |error of the median step| median "
+          f"{summary['median_abs_median_error_pct']:.1f}%, max {summary['max_abs_median_error_pct']:.1f}%; measured steps "
+          f"inside the predicted p5-p95 band: {inside:.0%} (goal >= 90%); {summary['wall_s'] / 60:.1f} min; {load()}")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    Path(args.out, "fidelity.json").write_text(json.dumps({"summary": summary, "cells": cells, "args": vars(args)}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
