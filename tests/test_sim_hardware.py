@@ -185,3 +185,23 @@ def test_layouts_in_graph_gemms_and_exp_come_from_their_records():
     # exp: measured time less a launch, interpolated over elements
     assert hw.exp_work(2**20 / 4) == pytest.approx(2**20 / 4 * 1e-8, rel=1e-9)
     assert HardwareModel.from_trace(make_trace(accelerator="none")).exp_work(1e6) == 0.0
+
+
+def test_cluster_probe_records_pool_over_ranks_or_pick_one():
+    from dataclasses import replace as rep
+
+    base = make_trace(accelerator="none")
+    tagged = []
+    for rank, slow in ((0, 1.0), (1, 3.0), (2, 1.0)):
+        for r in base.records:
+            if r.probe == "blas":
+                t = r.metrics["time_s"] * slow
+                tagged.append(rep(r, params={**r.params, "rank": rank, "ranks": 3}, timing=timing(t),
+                                  metrics={**r.metrics, "time_s": t}))
+    trace = Trace(host=base.host, records=tuple(r for r in base.records if r.probe != "blas") + tuple(tagged))
+    pooled, slow = HardwareModel.from_trace(trace), HardwareModel.from_trace(trace, rank=1)
+    fast = HardwareModel.from_trace(base)
+    n = 1024
+    assert pooled.gemm_work(n, n, n) == pytest.approx(fast.gemm_work(n, n, n), rel=1e-9)  # median of 1, 3, 1
+    assert slow.gemm_work(n, n, n) == pytest.approx(3 * (2.0 * n**3 / 1e12 + LAUNCH) - LAUNCH, rel=1e-9)
+    assert slow.alpha == fast.alpha  # untagged records (the ring) are kept

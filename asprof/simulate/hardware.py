@@ -152,9 +152,16 @@ class HardwareModel:
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_trace(cls, trace: Trace, link_from: Trace | None = None) -> "HardwareModel":
+    def from_trace(cls, trace: Trace, link_from: Trace | None = None, rank: int | None = None) -> "HardwareModel":
         """Fit the cost functions of ``trace``. ``link_from`` supplies α/β when ``trace`` has
-        no all-reduce fit (reported in :attr:`notes`)."""
+        no all-reduce fit (reported in :attr:`notes`). A cluster probe (asprof.probe.cluster)
+        has every compute record once per rank (``params.rank``) and round: by default each
+        size's time is the median over all of them; ``rank`` keeps only that rank's records (a
+        node of a heterogeneous cluster)."""
+        if rank is not None:
+            from dataclasses import replace
+
+            trace = replace(trace, records=tuple(r for r in trace.records if r.params.get("rank", rank) == rank))
         host = trace.host
         name = trace.name or host.hostname
         mlx_gpu = trace.probe("blas", op="matmul", framework="mlx", device="gpu")

@@ -177,11 +177,19 @@ def predict_run(cfg: ValidateConfig, trace, optimizer: str):
     """(replicas of per-step times, instrumented per-step phases, breakdown, notes)."""
     from asprof.simulate import Cluster, HardwareModel, SimConfig, Workload, predict
 
+    from asprof.simulate import NodeSpec
+
     hw = HardwareModel.from_trace(trace)
     mc = cfg.model_config()
     workload = Workload(mc, batch=cfg.batch, seq=mc.seq_len)
     spec = spec_for(cfg, optimizer)
-    cluster = Cluster(cfg.world_size, hw)
+    overrides = ()
+    ranks = {r.params.get("rank") for r in trace.records if r.params.get("ranks") == cfg.world_size}
+    if cfg.hostfile is not None and ranks >= set(range(cfg.world_size)):
+        # separate machines: each node its own measured figures (ranks on one host are the same
+        # hardware, and the median over them is the steadier figure)
+        overrides = tuple((r, NodeSpec(HardwareModel.from_trace(trace, rank=r))) for r in range(cfg.world_size))
+    cluster = Cluster(cfg.world_size, hw, overrides)
     replicas, notes, breakdown = [], [], {}
     for seed in range(cfg.replicas):
         p = predict(workload, [spec], cluster, SimConfig(steps=cfg.steps, seed=cfg.seed + seed, collapse="never"))
