@@ -106,3 +106,13 @@ def test_mlx_training_loop_learns():
         losses.append(out[0].item())
     assert nparams == 8 * 16 + 16 + 16 * 16 + 16 + 16 * 8 + 8
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_membw_copy_and_triad_are_also_timed_inside_a_graph():
+    recs = records(membw.run(tiny_ctx([MLXBackend("cpu")])))
+    for r in recs:
+        if r.op in ("copy", "triad"):
+            assert r.params["chain"] == membw.CHAIN and r.metrics["in_graph_s"] > 0
+            assert len(r.series["chain_s"]) >= 2
+            assert r.metrics["in_graph_s"] == pytest.approx(sorted(r.series["chain_s"])[len(r.series["chain_s"]) // 2]
+                                                            / membw.CHAIN, rel=0.5)

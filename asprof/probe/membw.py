@@ -7,6 +7,12 @@
   ``exp`` is ~50x slower than a copy here), softmax, cross-entropy and SiLU are bound by it,
   not by memory; the simulator costs them per exp evaluated.
 
+``copy`` and ``triad`` are also timed *inside a graph*: a chain of ``params.chain`` dependent
+kernels (y ← −y; y ← y + s·c) evaluated once, ``in_graph_s`` = median chain time / chain length
+(samples in ``series.chain_s``) — the cost of one such kernel inside a training step, without
+the sync that a single timed call adds (tens of microseconds on a busy machine: more than a small
+kernel's whole work).
+
 ``bytes`` is the size of one array (float32). Bytes moved are the nominal STREAM counts (the
 data the kernel must touch), so ``bytes_per_s`` = bytes_moved / median time. Small arrays fit
 in cache and show cache bandwidth plus launch overhead; the largest ones show DRAM bandwidth,
@@ -40,6 +46,19 @@ def _exp(backend, x):
     return backend.torch.exp(x)
 
 
+CHAIN = 8  # kernels per in-graph chain
+
+
+def _chain(step, start):
+    def run():
+        y = start
+        for _ in range(CHAIN):
+            y = step(y)
+        return y
+
+    return run
+
+
 def run(ctx: ProbeContext) -> list[Record | Skip]:
     out: list[Record | Skip] = list(ctx.absent_skips(NAME))
     for backend in ctx.backends:
@@ -60,8 +79,15 @@ def run(ctx: ProbeContext) -> list[Record | Skip]:
                            "bytes_per_s": per_second(moved, timing.median_s)}
                 if op == "exp":
                     metrics["elements_per_s"] = per_second(n, timing.median_s)
+                series = {}
+                if op in ("copy", "triad"):
+                    step = backend.copy if op == "copy" else (lambda y: triad(y, c))
+                    chain = ctx.measure(backend, _chain(step, x), f"chain of {CHAIN} {op} {_human(nbytes)}")
+                    params["chain"] = CHAIN
+                    metrics["in_graph_s"] = chain.median_s / CHAIN
+                    series["chain_s"] = chain.samples_s
                 out.append(Record(NAME, op, backend.framework, backend.device, "float32", params=params,
-                                  metrics=metrics, timing=timing))
+                                  metrics=metrics, timing=timing, series=series))
                 ctx.progress(f"{backend.name} {op} {_human(nbytes)}: "
                              f"{per_second(moved, timing.median_s) / 1e9:.3g} GB/s")
             del x, b, c

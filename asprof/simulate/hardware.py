@@ -10,7 +10,8 @@ Every cost comes from the trace's records, never from a constant peak:
   the trace measured them (a BLAS may run them at a different rate), else the "nn" one. Where
   the blas records also hold ``in_graph_s`` (a GEMM's time inside a chain evaluated once) that
   *is* the work of a GEMM inside a step, and it is used instead of "synced time less a launch";
-* ``elementwise_time(bytes_moved, device)``: the membw copy/triad times over bytes moved;
+* ``elementwise_time(bytes_moved, device)``: the membw copy/triad times over bytes moved (their
+  in-graph chain times where measured, as for GEMMs);
 * ``exp_work(elements)``: the membw ``exp`` times over elements: transcendentals (softmax,
   cross-entropy, sigmoid) can cost far more than their bytes (MLX's CPU exp). Without such
   records it is 0 and those ops cost their bytes;
@@ -130,6 +131,7 @@ class HardwareModel:
     membw_cpu: Curve | None = None
     best_bw_Bps: float | None = None
     exp_curve: Curve | None = None  # over elements
+    membw_graph: dict = field(default_factory=dict)  # "accel"/"cpu" -> in-graph kernel time over bytes moved
     launch: float | None = None
     dispatch: float | None = None
     linalg: dict = field(default_factory=dict)  # op -> Curve over n
@@ -225,6 +227,16 @@ class HardwareModel:
 
         membw_accel, bw_recs = membw_curve(accel_device)
         membw_cpu, cpu_recs = membw_curve("cpu")
+
+        def membw_graph_curve(device):
+            pts = []
+            for r in trace.probe("membw", framework="mlx", device=device):
+                if r.op in ("copy", "triad") and r.metrics.get("in_graph_s"):
+                    moved = r.metrics.get("bytes_moved") or r.params.get("bytes", 0) * (2 if r.op == "copy" else 3)
+                    pts.append((moved, r.metrics["in_graph_s"]))
+            return Curve.fit(pts) if pts else None
+
+        membw_graph = {"accel": membw_graph_curve(accel_device), "cpu": membw_graph_curve("cpu")}
         if membw_cpu is None and membw_accel is not None and host.unified_memory:
             membw_cpu = membw_accel
             notes.append("CPU-side reductions use the accelerator's memory bandwidth (unified memory; "
@@ -292,7 +304,7 @@ class HardwareModel:
             name=name, chip=host.chip, accelerator=host.accelerator, accel_device=accel_device,
             memory_bytes=host.memory_bytes, gemm=gemm, gemm_layouts=gemm_layouts, gemm_graph=gemm_graph,
             membw_accel=membw_accel, membw_cpu=membw_cpu,
-            best_bw_Bps=best_bw, exp_curve=exp_curve, launch=launch, dispatch=dispatch, linalg=linalg, alpha=alpha, beta=beta,
+            best_bw_Bps=best_bw, exp_curve=exp_curve, membw_graph=membw_graph, launch=launch, dispatch=dispatch, linalg=linalg, alpha=alpha, beta=beta,
             link_includes_reduction=link_includes_reduction, peaks=peaks,
             noise={k: v for k, v in noise.items() if v}, origin=trace.origin, sources=sources,
             notes=tuple(notes),
@@ -339,7 +351,12 @@ class HardwareModel:
         return t
 
     def elementwise_work(self, bytes_moved: float, device: str = "accel") -> float:
-        """Seconds of work of memory-bound ops moving ``bytes_moved`` bytes in total."""
+        """Seconds of work of memory-bound ops moving ``bytes_moved`` bytes in total: the in-graph
+        kernel time where the trace measured it (it includes the in-graph dispatch), else the
+        synced time less one launch."""
+        graph = self.membw_graph.get(device)
+        if graph is not None:
+            return graph(bytes_moved)
         curve = self.membw_accel if device == "accel" else self.membw_cpu
         if curve is None:
             raise self._missing("membw", f"memory bandwidth (copy/triad) for mlx/{self.accel_device if device == 'accel' else 'cpu'}")
