@@ -46,13 +46,19 @@ def _exp(backend, x):
     return backend.torch.exp(x)
 
 
-CHAIN = 8  # kernels per in-graph chain
+CHAIN = 8  # kernels per in-graph chain, at least; small arrays get longer chains (chain_length)
 
 
-def _chain(step, start):
+def chain_length(nbytes: int) -> int:
+    """Enough kernels that the one sync at the end (tens of microseconds on a busy machine) is a
+    small part of the chain: 128 for a few KiB, down to CHAIN from 256 KiB up."""
+    return max(CHAIN, min(128, 2**21 // max(nbytes, 1)))
+
+
+def _chain(step, start, length):
     def run():
         y = start
-        for _ in range(CHAIN):
+        for _ in range(length):
             y = step(y)
         return y
 
@@ -82,9 +88,10 @@ def run(ctx: ProbeContext) -> list[Record | Skip]:
                 series = {}
                 if op in ("copy", "triad"):
                     step = backend.copy if op == "copy" else (lambda y: triad(y, c))
-                    chain = ctx.measure(backend, _chain(step, x), f"chain of {CHAIN} {op} {_human(nbytes)}")
-                    params["chain"] = CHAIN
-                    metrics["in_graph_s"] = chain.median_s / CHAIN
+                    length = chain_length(nbytes)
+                    chain = ctx.measure(backend, _chain(step, x, length), f"chain of {length} {op} {_human(nbytes)}")
+                    params["chain"] = length
+                    metrics["in_graph_s"] = chain.median_s / length
                     series["chain_s"] = chain.samples_s
                 out.append(Record(NAME, op, backend.framework, backend.device, "float32", params=params,
                                   metrics=metrics, timing=timing, series=series))
