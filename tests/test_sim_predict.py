@@ -238,3 +238,24 @@ def test_buckets_are_all_reduced_one_after_another():
     assert each.mean_s - one.mean_s >= (arrays - 1) * 2 * (K - 1) * alpha * (1 - 1e-9)
     assert each.bytes_sent == one.bytes_sent
 
+
+
+def test_a_probed_ring_size_uses_its_measured_all_sum_times():
+    from dataclasses import replace as rep
+
+    from test_sim_hardware import timing
+
+    base = make_trace()  # measured fit, all_sum records at K = 2 equal to the fit
+    slow = tuple(rep(r, metrics={**r.metrics, "time_s": 3 * r.metrics["time_s"]}, timing=timing(3 * r.metrics["time_s"]))
+                 if r.op == "all_sum" else r for r in base.records)
+    hw_fit, hw_meas = HardwareModel.from_trace(base), HardwareModel.from_trace(rep(base, records=slow))
+    nbytes = 2**22  # between the probed 1 MiB and 16 MiB
+    assert hw_meas.allreduce_time(nbytes, 2) == pytest.approx(3 * hw_fit.allreduce_time(nbytes, 2), rel=1e-9)
+    assert hw_meas.allreduce_time(nbytes, 4) is None  # not probed: the α-β fit
+    wl = Workload(PRESETS["kpop-1.7m"], 1, 64)
+    spec = [OptimizerSpec("adam", bucket_bytes=2**40)]  # one bucket: one all_sum per step
+    a = predict(wl, spec, Cluster(2, hw_fit), SimConfig(steps=2, variance=False)).results[0]
+    b = predict(wl, spec, Cluster(2, hw_meas), SimConfig(steps=2, variance=False)).results[0]
+    payload = plan_step(wl, spec[0], 2).grad_payload
+    ring_fit, ring_meas = hw_fit.allreduce_time(payload, 2), hw_meas.allreduce_time(payload, 2)
+    assert b.mean_s - a.mean_s == pytest.approx(ring_meas - ring_fit, rel=1e-6)

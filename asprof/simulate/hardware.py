@@ -23,7 +23,9 @@ Every cost comes from the trace's records, never from a constant peak:
   chain of tiny ops evaluated once, time per op). A trace without it gets 0 and a note;
 * ``linalg_time(op, n)`` for ``eigh`` / ``qr`` / ``power_step`` on the CPU stream, extrapolated
   with n³ above the measured range;
-* ``alpha_s``, ``beta_Bps``: the all-reduce probe's ring fit (per ring step and per link).
+* ``alpha_s``, ``beta_Bps``: the all-reduce probe's ring fit (per ring step and per link);
+  ``allreduce_time(bytes, K)``: the measured all_sum times of a K-rank ring, where the trace
+  has them (a cluster's own probe), which the simulator prefers for that ring size.
 
 A cost whose measurements are missing raises :class:`MissingProbeError` naming the probe to run,
 when (and only when) a simulation needs it. Whether the accelerator and CPU lanes are separate
@@ -140,6 +142,7 @@ class HardwareModel:
     # A fit to measured all_sum times already contains the ring's CPU reductions; the simulator
     # then takes them out of the link time so that they are not counted twice (predict.py).
     link_includes_reduction: bool = False
+    allreduce_curves: dict = field(default_factory=dict)  # ring size -> measured all_sum time over bytes
     peaks: dict = field(default_factory=dict)  # dtype -> (flops_per_s, description)
     noise: dict = field(default_factory=dict)  # category -> ((median_s, relative samples), ...)
     origin: str = "measured"
@@ -294,6 +297,18 @@ class HardwareModel:
             link_includes_reduction = best.origin == "measured"
             sources["link"] = f"{best.origin} ({link_trace.name or link_trace.host.hostname})"
 
+        # Measured all_sum times per ring size: for a ring of exactly that size the simulator uses
+        # the measured curve (MLX's ring changes its schedule with the payload — one or two
+        # directions, packet sizes — and a shaped TCP link is not linear in size either), the
+        # α-β fit for other sizes.
+        allreduce_curves = {}
+        measured_ring = link_includes_reduction and link_trace is trace
+        for k in sorted({r.params.get("nodes") for r in trace.probe("allreduce", op="all_sum")} - {None} if measured_ring else ()):
+            pts = [(r.params.get("bytes", 0), _time_of(r)) for r in trace.probe("allreduce", op="all_sum")
+                   if r.params.get("nodes") == k and r.origin == "measured"]
+            if len([1 for x, t in pts if x > 0 and t]) >= 2:
+                allreduce_curves[int(k)] = Curve.fit(pts, power=1.0)
+
         noise = {
             "gemm": _rel_samples(mm),
             "elementwise": _rel_samples(bw_recs),
@@ -305,7 +320,7 @@ class HardwareModel:
             memory_bytes=host.memory_bytes, gemm=gemm, gemm_layouts=gemm_layouts, gemm_graph=gemm_graph,
             membw_accel=membw_accel, membw_cpu=membw_cpu,
             best_bw_Bps=best_bw, exp_curve=exp_curve, membw_graph=membw_graph, launch=launch, dispatch=dispatch, linalg=linalg, alpha=alpha, beta=beta,
-            link_includes_reduction=link_includes_reduction, peaks=peaks,
+            link_includes_reduction=link_includes_reduction, allreduce_curves=allreduce_curves, peaks=peaks,
             noise={k: v for k, v in noise.items() if v}, origin=trace.origin, sources=sources,
             notes=tuple(notes),
         )
@@ -374,6 +389,12 @@ class HardwareModel:
         if curve is None:
             raise self._missing("linalg", f"{op} timings on the CPU stream")
         return curve(n)
+
+    def allreduce_time(self, nbytes: float, nodes: int) -> float | None:
+        """The measured all_sum time of ``nbytes`` on a ring of ``nodes`` ranks, interpolated
+        log-log between the probed sizes (None when this ring size was not measured)."""
+        curve = self.allreduce_curves.get(nodes)
+        return curve(nbytes) if curve is not None else None
 
     def link(self) -> tuple[float, float]:
         """(α seconds per ring step, β bytes/s per link) from the all-reduce fit."""

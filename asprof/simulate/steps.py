@@ -83,6 +83,14 @@ class _NodeCosts:
         if key not in self.cache:
             hw, chunk = self.spec.hardware, nbytes / K
             red = hw.elementwise_work(3 * chunk, "cpu")  # read two chunks, write one
+            measured = hw.allreduce_time(nbytes, K)
+            if measured is not None:
+                # this ring size was probed: its measured all_sum time, reductions included, split
+                # over the 2(K-1) ring steps; the reductions go to the CPU lane as below
+                per_step = measured / (2 * (K - 1))
+                red = min(red, per_step)
+                self.cache[key] = (self.spec.link * (per_step - red / 2), self.spec.cpu * red)
+                return self.cache[key]
             wire = chunk / self.beta
             if hw.link_includes_reduction:
                 # a measured fit has the reductions inside α, β: move them to the CPU lane so the
