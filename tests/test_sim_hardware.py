@@ -147,6 +147,10 @@ def test_sampler_takes_the_spread_of_the_nearest_measurement():
     assert smp("gemm", 2e-3) == pytest.approx(2e-3)  # nearest: the 1 ms measurement
     assert smp("gemm", 0.5) == pytest.approx(1.0)  # nearest: the 1 s measurement (factor 2)
     assert smp("link", 0.5) == 0.5 and _Sampler(pools, None)("gemm", 0.5) == 0.5
+    # a shorter measurement's deviation is an absolute delay: 1 ms × (3 − 1) = +2 ms on a 10 ms task
+    spiky = _Sampler({"gemm": ((1e-3, (3.0, 3.0)),)}, np.random.default_rng(0))
+    assert spiky("gemm", 10e-3) == pytest.approx(12e-3)
+    assert spiky("gemm", 0.5e-3) == pytest.approx(1.5e-3)  # longer measurement: relative
 
 
 @pytest.mark.parametrize("name", profile_names())

@@ -22,7 +22,12 @@ PHASE_ORDER = ("fwd_bwd", "factor_ema", "refresh", "grad_allreduce", "optimizer"
 class _Sampler:
     """Seeded multiplicative noise: ``sampler(category, d)`` is ``d`` times a factor drawn from
     the relative spread of the trace's measurement of that category closest to ``d`` in
-    duration (log scale); factors are drawn in blocks for speed. Without an rng it returns d."""
+    duration (log scale); factors are drawn in blocks for speed. Without an rng it returns d.
+
+    A measurement shorter than the task lends its deviations as *absolute* delays: a sample
+    s of a median-m measurement moves a task of d ≥ m by s − m, i.e. the factor is
+    1 + (s/m − 1)·m/d. A 100x sample of a 50 µs op is a 5 ms hiccup (a thread woken late), not
+    a hundredfold longer 100 ms backward pass."""
 
     BLOCK = 256
 
@@ -39,8 +44,9 @@ class _Sampler:
         buf = self.bufs.get(key)
         if buf is None:
             medians = np.log([m for m, _ in pool])
-            samples = pool[int(np.argmin(np.abs(medians - math.log(duration))))][1]
-            buf = self.bufs[key] = [np.asarray(samples), []]
+            median, samples = pool[int(np.argmin(np.abs(medians - math.log(duration))))]
+            scale = min(1.0, median / duration)
+            buf = self.bufs[key] = [1.0 + (np.asarray(samples) - 1.0) * scale, []]
         if not buf[1]:
             buf[1] = self.rng.choice(buf[0], self.BLOCK).tolist()
         return buf[1].pop()
