@@ -46,7 +46,7 @@ def parse():
     ap.add_argument("--structured", default="eigen-adam,soap,racs,alice,alice-0",
                     help="structured-Fisher optimizers to add ('' for none)")
     ap.add_argument("--structured-sweep", default="racs,alice", help="of those, whose rate is swept")
-    ap.add_argument("--structured-lrs", default="5e-3,1e-2,2e-2")
+    ap.add_argument("--structured-lrs", default="2.5e-3,5e-3,1e-2,2e-2")
     ap.add_argument("--only-structured", action="store_true",
                     help="skip the KPOP/TopKPOP rows and Adam's sweep (Adam runs once at its default rate)")
     ap.add_argument("--eval-batches", type=int, default=8)
