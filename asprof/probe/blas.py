@@ -31,7 +31,7 @@ from asprof.traces.schema import Record, Skip
 
 NAME = "blas"
 
-_SQUARE = {"full": (64, 128, 256, 512, 1024, 2048), "quick": (64, 128, 256, 512, 1024), "tiny": (8, 16)}
+_SQUARE = {"full": (16, 32, 64, 128, 256, 512, 1024, 2048), "quick": (16, 32, 64, 128, 256, 512, 1024), "tiny": (8, 16)}
 _BATCHED = {"full": ((2000, 2000, 2000, 8),), "quick": ((2000, 2000, 2000, 8),), "tiny": ((16, 16, 16, 2),)}
 _VECTOR = {"full": (256, 1024, 4096, 8192), "quick": (256, 1024, 4096), "tiny": (16,)}
 
@@ -103,11 +103,17 @@ def _transposed(backend: Backend, x):
     return x.transpose(-2, -1)
 
 
-CHAIN = 8  # GEMMs per in-graph chain
+CHAIN = 8  # GEMMs per in-graph chain, at least (small ones get longer chains: chain_length)
+
+
+def chain_length(n: int) -> int:
+    """Enough GEMMs that the chain's one sync is a small part of it: 8 from 64³ up, up to 128
+    for the smallest (whose work is a few microseconds)."""
+    return max(CHAIN, min(128, int(4e6 // (2 * n**3))))
 
 
 def _chain(backend: Backend, op: str, n: int, dtype: str):
-    """CHAIN dependent n×n products in one lazy graph (B scaled by 1/√n keeps y's size steady)."""
+    """chain_length(n) dependent n×n products in one lazy graph (B scaled by 1/√n keeps y steady)."""
     a = backend.randn((n, n), dtype, seed=1)
     b = backend.randn((n, n), dtype, seed=2) * (1.0 / n**0.5)
     backend.sync(b)
@@ -115,9 +121,11 @@ def _chain(backend: Backend, op: str, n: int, dtype: str):
         b = _transposed(backend, b)
     swap = (lambda y: backend.mx.swapaxes(y, -1, -2)) if backend.framework == "mlx" else (lambda y: y.transpose(-2, -1))
 
+    length = chain_length(n)
+
     def run():
         y = a
-        for _ in range(CHAIN):
+        for _ in range(length):
             y = backend.matmul(swap(y) if op == "matmul_tn" else y, b)
         return y
 
@@ -132,9 +140,10 @@ def measure_one(ctx: ProbeContext, backend: Backend, op: str, shape: tuple[int, 
     params, metrics, series = _params(op, shape), {"flop": f, "flops_per_s": per_second(f, timing.median_s),
                                                     "time_s": timing.median_s}, {}
     if op in MATMUL_OPS and shape[3] == 1 and shape[0] == shape[1] == shape[2]:
-        chain = ctx.measure(backend, _chain(backend, op, shape[0], dtype), f"{dtype} chain of {CHAIN} {_label(op, shape)}")
-        params["chain"] = CHAIN
-        metrics["in_graph_s"] = chain.median_s / CHAIN
+        length = chain_length(shape[0])
+        chain = ctx.measure(backend, _chain(backend, op, shape[0], dtype), f"{dtype} chain of {length} {_label(op, shape)}")
+        params["chain"] = length
+        metrics["in_graph_s"] = chain.median_s / length
         series["chain_s"] = chain.samples_s
     return Record(NAME, op, backend.framework, backend.device, dtype, params=params, metrics=metrics,
                   timing=timing, series=series)
