@@ -74,6 +74,10 @@ def command(nodes, hostfile, netns_rate, optimizers, sparsity, model, steps, war
                          seed=seed, traces_dir=traces_dir, probe_level=probe_level, probe_rounds=probe_rounds,
                          replicas=replicas, timeout_s=timeout_s)
     check_writable(f"{out}/validate.json")
+    # SIGTERM unwinds like Ctrl-C, so the ranks are stopped and a namespace ring is removed
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     start = time.monotonic()
 
     def progress(msg: str) -> None:
