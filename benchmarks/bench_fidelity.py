@@ -65,9 +65,9 @@ def other_cpu(seconds: float = 2.0) -> float:
 
 def canary() -> float:
     """Seconds of a fixed little workload (a chain of 32 GEMMs of 128³ and an exp over 2^16
-    floats on MLX's CPU stream), best of 5: the machine's speed right now. A shared VM can run
-    20 % slower for minutes with no process of ours or anyone's visible; a cell measured in such
-    a spell compares the model with a different machine than the one probed."""
+    floats on MLX's CPU stream), best of 5: the machine's speed right now. This VM, with no
+    other process visible, alternates second by second between two speeds ~1.6x apart (another
+    tenant on the host, presumably); printed next to every cell for the record."""
     import mlx.core as mx
 
     a = mx.random.normal((128, 128), key=mx.random.key(1)) / 12.0
@@ -142,8 +142,10 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="nodes 1,2, tiny, one rate: a smoke run")
     ap.add_argument("--max-busy", type=float, default=0.25, help="wait while other processes use more cores than this")
     ap.add_argument("--retries", type=int, default=2, help="re-run a cell disturbed by other processes or a slow spell")
-    ap.add_argument("--max-drift", type=float, default=0.08,
-                    help="re-run a cell when the canary before or after differs from the reference by more than this")
+    ap.add_argument("--max-drift", type=float, default=None,
+                    help="re-run a cell when the canary before or after differs from the reference by more than this "
+                         "(default: never; this VM alternates between two speeds second by second, so a canary "
+                         "mostly tells which one it hit)")
     args = ap.parse_args(argv)
     if args.quick:
         args.nodes, args.models, args.rates = "1,2", "tiny", "200"
@@ -174,7 +176,7 @@ def main(argv=None) -> int:
                     after = canary() / base
                     busy = other.mean
                     drift = max(abs(before - 1), abs(after - 1))
-                    if busy <= args.max_busy and drift <= args.max_drift:
+                    if busy <= args.max_busy and (args.max_drift is None or drift <= args.max_drift):
                         break
                     why = (f"other processes used {busy:.2f} cores" if busy > args.max_busy else
                            f"the machine ran at {1 / before:.0%} / {1 / after:.0%} of its reference speed before / after")

@@ -37,7 +37,7 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass, field
-from statistics import median
+from statistics import fmean, median
 
 from asprof.errors import MissingProbeError
 from asprof.traces.schema import Record, Trace
@@ -55,6 +55,11 @@ class Curve:
     is overhead-bound, it does not get cheaper); above the largest it grows as size**power
     (1: constant throughput; 3: the n³ of a dense factorisation). The measured times are made
     non-decreasing first (a running max), so every cost is monotone in size.
+
+    Several measurements of one size (a cluster probe's ranks and rounds) are averaged: each is
+    already a median of back-to-back samples (hiccups removed), and repeats spread over minutes
+    sample the machine's slow and fast spells, whose *mean* is what a long training run
+    experiences (a shared VM here alternated between two speeds 1.6x apart, second by second).
     """
 
     xs: tuple[float, ...]
@@ -72,7 +77,7 @@ class Curve:
         xs = sorted(by_x)
         ts, run = [], 0.0
         for x in xs:
-            run = max(run, median(by_x[x]))
+            run = max(run, fmean(by_x[x]))
             ts.append(run)
         return cls(tuple(xs), tuple(ts), power)
 
@@ -110,6 +115,14 @@ def _rel_samples(records) -> tuple[tuple[float, tuple[float, ...]], ...]:
         if r.timing is not None and r.timing.median_s > 0 and len(r.timing.samples_s) > 1:
             out.append((r.timing.median_s, tuple(s / r.timing.median_s for s in r.timing.samples_s)))
     return tuple(sorted(out))
+
+
+def _typical(records, metric: str) -> float:
+    """The median over ops (add, mul, exp ...) of each op's mean over its repeats (ranks, rounds)."""
+    by_op: dict = {}
+    for r in records:
+        by_op.setdefault(str(r.params.get("op")), []).append(r.metrics[metric])
+    return median(fmean(v) for v in by_op.values())
 
 
 def _origin_note(records) -> str:
@@ -254,7 +267,7 @@ class HardwareModel:
             notes.append("no exp throughput measurement (membw op exp): softmax, cross-entropy and SiLU cost only "
                          "their bytes, which under-predicts them where transcendentals are slow (re-run `asprof probe`)")
         warm = trace.probe("launch", op="warm", framework="mlx", device=accel_device)
-        launch = median([r.metrics["latency_s"] for r in warm if "latency_s" in r.metrics]) if warm else None
+        launch = _typical([r for r in warm if "latency_s" in r.metrics], "latency_s") if warm else None
         if warm:
             sources["launch"] = _origin_note(warm)
         # the best bandwidth of the work itself (time less one launch): the GEMM memory floor
@@ -263,7 +276,7 @@ class HardwareModel:
             rates = [x / (t - (launch or 0.0)) for x, t in zip(membw_accel.xs, membw_accel.ts) if t > (launch or 0.0)]
             best_bw = max(rates) if rates else None
         graph = trace.probe("launch", op="graph", framework="mlx", device=accel_device)
-        dispatch = median([r.metrics["latency_s"] for r in graph if "latency_s" in r.metrics]) if graph else None
+        dispatch = _typical([r for r in graph if "latency_s" in r.metrics], "latency_s") if graph else None
         if graph:
             sources["dispatch"] = _origin_note(graph)
         else:
