@@ -211,3 +211,30 @@ def test_cluster_probe_records_pool_over_ranks_or_pick_one():
     assert pooled.gemm_work(n, n, n) == pytest.approx(5 / 3 * t - LAUNCH, rel=1e-9)
     assert slow.gemm_work(n, n, n) == pytest.approx(3 * (2.0 * n**3 / 1e12 + LAUNCH) - LAUNCH, rel=1e-9)
     assert slow.alpha == fast.alpha  # untagged records (the ring) are kept
+    # the spread between repeats becomes a per-step machine-speed factor of mean 1
+    state = pooled.noise["state"]
+    assert sum(state) / len(state) == pytest.approx(1.0) and max(state) == pytest.approx(3 / (5 / 3))
+    assert "state" not in fast.noise  # nothing repeated
+
+
+def test_the_step_speed_factor_is_shared_by_ranks_on_one_host_and_keeps_the_mean():
+    import numpy as np
+
+    from asprof.presets import PRESETS
+    from asprof.simulate import Cluster, OptimizerSpec, SimConfig, Workload, predict
+
+    base = HardwareModel.from_trace(make_trace(accelerator="none"))
+    hw = HardwareModel(**{**base.__dict__, "noise": {"state": (0.5, 1.5)}})
+    wl, spec = Workload(PRESETS["tiny"], 2, 16), [OptimizerSpec("adam")]
+    det = predict(wl, spec, Cluster(1, base), SimConfig(steps=200, variance=False)).results[0]
+    one = predict(wl, spec, Cluster(1, hw), SimConfig(steps=200, seed=3)).results[0]
+    assert set(np.round(np.array(one.step_times_s) / det.mean_s, 9)) == {0.5, 1.5}  # one factor per step
+    assert one.mean_s == pytest.approx(det.mean_s, rel=0.15)
+    from asprof.simulate import NodeSpec
+
+    shared = predict(wl, spec, Cluster(2, hw), SimConfig(steps=200, seed=3, collapse="never")).results[0]
+    other = HardwareModel(**{**hw.__dict__})  # an equal model of another host: its own draws
+    apart = predict(wl, spec, Cluster(2, hw, ((1, NodeSpec(other)),)),
+                    SimConfig(steps=200, seed=3, collapse="never")).results[0]
+    # a synchronous step waits for the slower host: independent draws cost more than a shared one
+    assert apart.mean_s > 1.1 * shared.mean_s

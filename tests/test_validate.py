@@ -189,3 +189,10 @@ def test_instrumented_phases_add_up_and_close_with_a_sync(K):
     # the syncs and the lost overlap (EMA ‖ ring) make the instrumented pass no faster
     assert inst.mean_s >= plain.mean_s
     assert inst.phase_times_s[1]["factor_ema"] >= hw.launch_s
+
+
+def test_probe_rounds_repeat_every_measurement_at_least_six_times():
+    from asprof.validate.run import probe_rounds
+
+    assert [probe_rounds(ValidateConfig(nodes=k)) for k in (1, 2, 3, 4, 8)] == [6, 3, 3, 3, 3]
+    assert probe_rounds(ValidateConfig(nodes=1, probe_rounds=8)) == 8

@@ -117,6 +117,25 @@ def _rel_samples(records) -> tuple[tuple[float, tuple[float, ...]], ...]:
     return tuple(sorted(out))
 
 
+def _state_spread(records) -> tuple[float, ...]:
+    """How the machine's speed varies between repeats of one measurement (a cluster probe's
+    ranks and rounds, minutes apart): each repeat's median over the mean of its repeats, pooled
+    over all repeated measurements of at least a millisecond (shorter ones are dominated by
+    sync jitter). Mean 1 by construction. Empty when nothing was repeated."""
+    groups: dict = {}
+    for r in records:
+        if r.timing is not None and r.timing.median_s >= 1e-3:
+            key = (r.probe, r.op, r.dtype, r.framework, r.device,
+                   tuple(sorted((k, str(v)) for k, v in r.params.items() if k not in ("rank", "ranks", "round"))))
+            groups.setdefault(key, []).append(r.timing.median_s)
+    out = []
+    for times in groups.values():
+        if len(times) >= 2:
+            m = fmean(times)
+            out += [t / m for t in times]
+    return tuple(out)
+
+
 def _typical(records, metric: str) -> float:
     """The median over ops (add, mul, exp ...) of each op's mean over its repeats (ranks, rounds)."""
     by_op: dict = {}
@@ -328,6 +347,9 @@ class HardwareModel:
             "cpu": _rel_samples(lin_recs),
             "link": _rel_samples(trace.probe("allreduce", op="all_sum")),
         }
+        state = _state_spread(list(mm) + list(bw_recs) + list(lin_recs))
+        if state:
+            noise["state"] = state
         return cls(
             name=name, chip=host.chip, accelerator=host.accelerator, accel_device=accel_device,
             memory_bytes=host.memory_bytes, gemm=gemm, gemm_layouts=gemm_layouts, gemm_graph=gemm_graph,

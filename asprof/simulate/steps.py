@@ -32,9 +32,10 @@ class _Sampler:
     BLOCK = 256
 
     def __init__(self, pools: dict, rng: np.random.Generator | None):
-        self.pools = pools if rng is not None else {}
+        self.pools = {k: v for k, v in pools.items() if k != "state"} if rng is not None else {}
         self.rng = rng
         self.bufs: dict = {}
+        self.step_factor = 1.0  # the machine's speed this step (set by the graph builder)
 
     def factor(self, category: str, duration: float) -> float:
         pool = self.pools.get(category)
@@ -52,7 +53,9 @@ class _Sampler:
         return buf[1].pop()
 
     def __call__(self, category: str, duration: float) -> float:
-        return duration * self.factor(category, duration) if self.pools else duration
+        if not self.pools:
+            return duration * self.step_factor
+        return duration * self.factor(category, duration) * self.step_factor
 
 
 @dataclass
@@ -204,7 +207,20 @@ def simulate_optimizer(workload: Workload, spec: OptimizerSpec, cluster: Cluster
         ends[i][phase] = x
         return [x]
 
+    # The machine's speed varies between repeats of the probe's measurements (a shared host's
+    # slow and fast spells): one speed factor per step, drawn from that spread (mean 1), scales
+    # every compute task of the step; ranks on the same hardware model share the draw (one host).
+    state_rng = np.random.default_rng([sim.seed, 10**6]) if noisy else None
+    states = {}
+    for c in costs:
+        pool = c.spec.hardware.noise.get("state") if noisy else None
+        if pool:
+            states[id(c.spec.hardware)] = np.asarray(pool)
+
     for t in range(sim.steps):
+        draws = {h: float(state_rng.choice(pool)) for h, pool in states.items()}
+        for c, smp in zip(costs, samplers):
+            smp.step_factor = draws.get(id(c.spec.hardware), 1.0)
         refresh = spec.refresh_due(t)
         ends = [{} for _ in range(P)]
         cur, grads = [], []

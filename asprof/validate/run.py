@@ -131,8 +131,18 @@ def choose_trace(cfg: ValidateConfig, place: Placement, progress: Progress):
              f"({cfg.world_size} rank(s), link {place.link}) -> {path}")
     from asprof.probe.cluster import probe_cluster
 
-    trace = probe_cluster(place, path, level=cfg.probe_level, rounds=cfg.probe_rounds, progress=progress)
+    trace = probe_cluster(place, path, level=cfg.probe_level, rounds=probe_rounds(cfg), progress=progress)
     return trace, TraceChoice(str(path), "probed now (no matching trace)", probed=True)
+
+
+MIN_REPEATS = 6
+
+
+def probe_rounds(cfg: ValidateConfig) -> int:
+    """Rounds of the cluster probe: --probe-rounds, and at least enough that every measurement
+    is repeated MIN_REPEATS times over ranks and rounds — the hardware model averages repeats,
+    and a shared machine's speed changes from minute to minute (one rank: 6 rounds)."""
+    return max(cfg.probe_rounds, -(-MIN_REPEATS // cfg.world_size))
 
 
 # -- 3. measurement ---------------------------------------------------------------------------------
