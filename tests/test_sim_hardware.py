@@ -133,7 +133,7 @@ def test_noise_pools_are_relative_samples_by_duration():
     medians = [m for m, _ in hw.noise["gemm"]]
     assert medians == sorted(medians) and len(medians) == 4
     for _, rel in hw.noise["gemm"]:
-        assert rel == pytest.approx((0.9, 1.0, 1.3))
+        assert rel == pytest.approx((0.9 / (3.2 / 3), 1.0 / (3.2 / 3), 1.3 / (3.2 / 3)))  # mean 1
     assert HardwareModel.from_trace(make_trace()).noise == {}
 
 

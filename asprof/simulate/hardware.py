@@ -107,13 +107,17 @@ def _time_of(r: Record) -> float | None:
 
 
 def _rel_samples(records) -> tuple[tuple[float, tuple[float, ...]], ...]:
-    """(median, samples / median) of each timed record, by increasing median: the measured
-    spread of each measurement, kept apart so a task can take the spread of the measurement
-    closest to it in duration (a 20 ms phase fluctuates like a 20 ms op, not like a 20 us one)."""
+    """(median, samples / mean of samples) of each timed record, by increasing median: the
+    measured spread of each measurement, kept apart so a task can take the spread of the
+    measurement closest to it in duration (a 20 ms phase fluctuates like a 20 ms op, not like a
+    20 us one). The factors have mean 1: they spread a task around the model's figure without
+    moving its mean (a synced micro-benchmark's skew is mostly sync jitter that an op inside a
+    training step's graph does not pay; the machine's slow spells enter as the "state" factor)."""
     out = []
     for r in records:
         if r.timing is not None and r.timing.median_s > 0 and len(r.timing.samples_s) > 1:
-            out.append((r.timing.median_s, tuple(s / r.timing.median_s for s in r.timing.samples_s)))
+            mean = fmean(r.timing.samples_s)
+            out.append((r.timing.median_s, tuple(s / mean for s in r.timing.samples_s)))
     return tuple(sorted(out))
 
 
