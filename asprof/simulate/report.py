@@ -6,33 +6,14 @@ import json
 
 from asprof.simulate.session import SimulationReport
 from asprof.simulate.summarise import BREAKDOWN
+from asprof.units import count as fmt_rate, nbytes as fmt_bytes, seconds
 
 _BREAKDOWN_HEAD = {"compute": "compute", "exposed_comm": "exposed comm", "optimizer_accel": "opt accel",
                    "optimizer_cpu": "opt CPU", "refresh": "refresh"}
 
 
 def fmt_time(s: float) -> str:
-    if s == 0:
-        return "0"
-    if s >= 1.0:
-        return f"{s:.3g} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.4g} ms"
-    return f"{s * 1e6:.4g} us"
-
-
-def fmt_bytes(b: float) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(b) >= size:
-            return f"{b / size:.3g} {unit}"
-    return f"{b:.0f} B"
-
-
-def fmt_rate(x: float) -> str:
-    for unit, size in (("M", 1e6), ("k", 1e3)):
-        if x >= size:
-            return f"{x / size:.3g} {unit}"
-    return f"{x:.3g}"
+    return seconds(s, digits=4)
 
 
 def _table(rows: list[list[str]], right: set[int]) -> list[str]:

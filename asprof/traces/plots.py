@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from asprof.traces.schema import Record, Trace
-from asprof.traces.summary import nbytes, seconds, si
+from asprof.units import nbytes, seconds, si
 
 _DTYPE_STYLE = {"float32": ("-", "o"), "float16": ("--", "s"), "bfloat16": (":", "^")}
 _MARKERS = "osD^v<>ph"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from asprof.traces.schema import Record, Trace
+from asprof.units import nbytes, seconds, si
 
 DASH = "-"
 
@@ -34,29 +35,6 @@ def table(header: list[str], rows: list[list[str]], indent: str = "  ") -> str:
         return indent + "  ".join([first] + rest).rstrip()
 
     return "\n".join([line(header), indent + "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
-
-
-def si(value: float, unit: str) -> str:
-    """Decimal (SI) prefixes: 4.1 GFLOP/s, 12 GB/s."""
-    for prefix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g} {prefix}{unit}"
-    return f"{value:.3g} {unit}"
-
-
-def seconds(value: float) -> str:
-    if value >= 1:
-        return f"{value:.3g} s"
-    if value >= 1e-3:
-        return f"{value * 1e3:.3g} ms"
-    return f"{value * 1e6:.3g} us"
-
-
-def nbytes(value: float) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if value >= scale:
-            return f"{value / scale:.3g} {unit}"
-    return f"{value:.0f} B"
 
 
 def _backend(r: Record) -> str:
