@@ -13,7 +13,7 @@ The pipeline (DESIGN §6), for a :class:`ValidateConfig`:
    times, then an instrumented pass with a sync per phase; asprof.train).
 4. **Predict**: simulate exactly that configuration (model with the corpus vocabulary, batch per
    node, sequence length, optimizer, f, warm-up, the same N steps) from the trace: R sampled
-   replicas for the step times and their band, one instrumented simulation for the phases.
+   replicas for the step times and their band, sampled instrumented replicas for the phases.
 5. **Compare** (asprof.validate.compare) over the steps after the warm-up.
 """
 
@@ -183,6 +183,9 @@ def spec_for(cfg: ValidateConfig, optimizer: str):
                          frequency=cfg.frequency, warmup=cfg.warmup_steps)
 
 
+INSTRUMENTED_REPLICAS = 6
+
+
 def predict_run(cfg: ValidateConfig, trace, optimizer: str):
     """(replicas of per-step times, instrumented per-step phases, breakdown, notes)."""
     from asprof.simulate import Cluster, HardwareModel, SimConfig, Workload, predict
@@ -207,9 +210,16 @@ def predict_run(cfg: ValidateConfig, trace, optimizer: str):
         notes = list(p.notes)
         if seed == 0:
             breakdown = dict(p.results[0].breakdown_s)
-    inst = predict(workload, [spec], cluster, SimConfig(steps=cfg.steps, variance=False, instrumented=True,
-                                                          collapse="never"))
-    return replicas, list(inst.results[0].phase_times_s), breakdown, notes
+    # The measured phases are each phase's slowest rank, waits for the other ranks included (a
+    # rank that finishes its backward pass early waits inside the all-reduce): only simulations
+    # with the ranks' sampled spread have such waits, so the phases are the mean of sampled
+    # instrumented replicas (without samples in the trace, every replica is the same).
+    runs = [predict(workload, [spec], cluster, SimConfig(steps=cfg.steps, seed=cfg.seed + seed, instrumented=True,
+                                                         collapse="never")).results[0].phase_times_s
+            for seed in range(INSTRUMENTED_REPLICAS)]
+    phases = [{p: sum(r[t].get(p, 0.0) for r in runs) / len(runs) for p in set().union(*(r[t] for r in runs))}
+              for t in range(cfg.steps)]
+    return replicas, phases, breakdown, notes
 
 
 # -- the pipeline -----------------------------------------------------------------------------------
