@@ -4,16 +4,13 @@ Algorithm 6; Vyas et al. 2024). Its structure (U_R ⊗ U_L) D (U_R ⊗ U_L)ᵀ g
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
-
 import mlx.core as mx
 
-from asprof.optimizers.comm import Communicator
 from asprof.optimizers.kpop import eigh_basis
-from asprof.optimizers.structured import StructuredOptimizer, adam_direction, check_int, check_unit_interval, stat_dtype
+from asprof.optimizers.structured import EigenbasisOptimizer, adam_direction, stat_dtype
 
 
-class SOAP(StructuredOptimizer):
+class SOAP(EigenbasisOptimizer):
     r"""SOAP (Algorithm 6). For each routed matrix G ∈ R^{m×n}, at update t = 1, 2, ...:
 
     .. math::
@@ -37,13 +34,6 @@ class SOAP(StructuredOptimizer):
     """
 
     MARKER = "U_L"
-
-    def __init__(self, learning_rate: float | Callable[[mx.array], mx.array], betas: Sequence[float] = (0.95, 0.95),
-                 beta3: float = 0.95, frequency: int = 10, eps: float = 1e-8, bias_correction: bool = False,
-                 weight_decay: float = 0.0, comm: Communicator | None = None, compile: bool | None = None):
-        super().__init__(learning_rate, betas, eps, bias_correction, weight_decay, comm, compile)
-        self.beta3 = check_unit_interval("beta3", beta3)
-        self.frequency = check_int("frequency (K)", frequency, 1)
 
     def init_matrix(self, w: mx.array, state: dict) -> None:
         m, n = w.shape

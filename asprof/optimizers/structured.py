@@ -233,3 +233,15 @@ class StructuredOptimizer(PhasedOptimizer):
     def matrix_delta(self, g: mx.array, state: dict) -> mx.array:
         """The update ΔW of one matrix (decay excluded), updating ``state``."""
         raise NotImplementedError
+
+
+class EigenbasisOptimizer(StructuredOptimizer):
+    """Eigen-Adam and SOAP: Adam in an eigenbasis of gradient statistics (EMA decay β₃)
+    refreshed every K = ``frequency`` steps; the paper's defaults (SOAP's reference settings)."""
+
+    def __init__(self, learning_rate: float | Callable[[mx.array], mx.array], betas: Sequence[float] = (0.95, 0.95),
+                 beta3: float = 0.95, frequency: int = 10, eps: float = 1e-8, bias_correction: bool = False,
+                 weight_decay: float = 0.0, comm: Communicator | None = None, compile: bool | None = None):
+        super().__init__(learning_rate, betas, eps, bias_correction, weight_decay, comm, compile)
+        self.beta3 = check_unit_interval("beta3", beta3)
+        self.frequency = check_int("frequency (K)", frequency, 1)

@@ -21,6 +21,19 @@ TINY_OPS = ("add", "mul", "exp", "sum", "matmul")
 CHAIN_OPS = ("add", "mul", "matmul")
 
 
+def repeat_op(step: Callable[[Any], Any], start: Any, length: int) -> Callable[[], Any]:
+    """A callable applying ``step`` ``length`` times, each to the previous result (a chain of
+    dependent ops: lazy frameworks build one graph, eager ones dispatch each op as issued)."""
+
+    def run():
+        y = start
+        for _ in range(length):
+            y = step(y)
+        return y
+
+    return run
+
+
 @dataclass(frozen=True)
 class Absent:
     """A framework/device this machine cannot run, and why."""
@@ -118,14 +131,7 @@ class MLXBackend:
         step = {"add": lambda y: mx.add(y, a, stream=s), "mul": lambda y: mx.multiply(y, a, stream=s),
                 "matmul": lambda y: mx.matmul(y, m, stream=s)}[name]
         start = m if name == "matmul" else a
-
-        def run():
-            y = start
-            for _ in range(length):
-                y = step(y)
-            return y
-
-        return run
+        return repeat_op(step, start, length)
 
     def warm_library(self) -> None:
         """Initialise the framework with an op no probe times (so no timed op pays for it)."""
@@ -198,14 +204,7 @@ class TorchBackend:
         m = t.full((8, 8), 1.0 / 8.0, device=self._dev)
         step = {"add": lambda y: t.add(y, a), "mul": lambda y: t.mul(y, a), "matmul": lambda y: t.matmul(y, m)}[name]
         start = m if name == "matmul" else a
-
-        def run():
-            y = start
-            for _ in range(length):
-                y = step(y)
-            return y
-
-        return run
+        return repeat_op(step, start, length)
 
     def warm_library(self) -> None:
         self.sync(self.torch.neg(self.torch.zeros(4, device=self._dev)))

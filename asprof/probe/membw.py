@@ -21,6 +21,7 @@ which is what the simulator's elementwise and Adam-update costs need.
 
 from __future__ import annotations
 
+from asprof.probe.backends import repeat_op
 from asprof.probe.context import ProbeContext
 from asprof.probe.harness import per_second
 from asprof.traces.schema import Record, Skip
@@ -55,16 +56,6 @@ def chain_length(nbytes: int) -> int:
     return max(CHAIN, min(128, 2**21 // max(nbytes, 1)))
 
 
-def _chain(step, start, length):
-    def run():
-        y = start
-        for _ in range(length):
-            y = step(y)
-        return y
-
-    return run
-
-
 def run(ctx: ProbeContext) -> list[Record | Skip]:
     out: list[Record | Skip] = list(ctx.absent_skips(NAME))
     for backend in ctx.backends:
@@ -89,7 +80,7 @@ def run(ctx: ProbeContext) -> list[Record | Skip]:
                 if op in ("copy", "triad"):
                     step = backend.copy if op == "copy" else (lambda y: triad(y, c))
                     length = chain_length(nbytes)
-                    chain = ctx.measure(backend, _chain(step, x, length), f"chain of {length} {op} {_human(nbytes)}")
+                    chain = ctx.measure(backend, repeat_op(step, x, length), f"chain of {length} {op} {_human(nbytes)}")
                     params["chain"] = length
                     metrics["in_graph_s"] = chain.median_s / length
                     series["chain_s"] = chain.samples_s
