@@ -78,7 +78,9 @@ def test_ctrl_c_keeps_the_finished_probes(tmp_path):
     out = tmp_path / "t.json"
     cmd = [sys.executable, "-c", "from asprof.cli import run; run()", "probe", "--level", "quick",
            "--only", "linalg,blas", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell's background job starts with SIGINT ignored, and Python keeps it so: restore it
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # wait until linalg is on disk, blas is running

@@ -41,7 +41,7 @@ MODEL = "t = 2(K-1)*alpha + 2(K-1)/K * S / beta"
 _SIZES = {
     "full": tuple(2**p for p in range(10, 27, 2)),  # 1 KiB .. 64 MiB
     "quick": (2**12, 2**16, 2**20, 2**24),  # 4 KiB .. 16 MiB
-    "tiny": (2**10, 2**22),  # far apart: the fit needs time to grow with size even on a loaded machine
+    "tiny": (2**10, 2**24),  # far apart: the fit needs time to grow with size even on a loaded machine
 }
 _TIMEOUT_S = {"full": 1800.0, "quick": 300.0, "tiny": 120.0}
 

@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 
 from asprof.errors import AsprofError
 from asprof.probe.cluster import Placement
-from asprof.validate.compare import Comparison, compare
+from asprof.validate.compare import compare
 from asprof.validate.config import ValidateConfig
 
 Progress = Callable[[str], None]
