@@ -10,14 +10,8 @@ import time
 
 import pytest
 
-from asprof.cli import main
 from asprof.traces.io import load_trace
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from helpers import run_cli
 
 
 def one_line_error(code, err):

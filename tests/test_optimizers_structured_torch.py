@@ -18,6 +18,7 @@ import pytest
 from mlx.utils import tree_flatten
 
 from asprof.optimizers import make_optimizer
+from helpers import make_torch_net
 
 torch = pytest.importorskip("torch")
 
@@ -204,19 +205,6 @@ class TorchAlice(Oracle):
         eta, st["phi"] = limiter(c, st["phi"], self.gamma)
         c = eta * c
         return -self.lr * self.alpha * (u @ (st["m"] / (st["v"].sqrt() + self.eps)) + self.alpha_c * c)
-
-
-def make_torch_net(mx_model):
-    net = torch.nn.Module()
-    net.hidden = torch.nn.ModuleList(
-        [torch.nn.Linear(lin.weight.shape[1], lin.weight.shape[0]).double() for lin in mx_model.layers])
-    net.head = torch.nn.Linear(mx_model.lm_head.weight.shape[1], OUT, bias=False).double()
-    with torch.no_grad():
-        for tl, ml in zip(net.hidden, mx_model.layers):
-            tl.weight.copy_(torch.tensor(np.array(ml.weight), dtype=torch.float64))
-            tl.bias.copy_(torch.tensor(np.array(ml.bias), dtype=torch.float64))
-        net.head.weight.copy_(torch.tensor(np.array(mx_model.lm_head.weight), dtype=torch.float64))
-    return net
 
 
 def torch_loss(net, x, t):

@@ -10,6 +10,7 @@ import pytest
 from mlx.utils import tree_flatten
 
 from asprof.optimizers import KPOP, TopKPOP, attach_kfac, kfac_value_and_grad
+from helpers import make_torch_net
 
 torch = pytest.importorskip("torch")
 
@@ -94,18 +95,6 @@ class TorchKPOP:
             else:
                 p += self.adam(p.grad, self.st[p])
         self.t += 1
-
-
-def make_torch_net(mx_model):
-    net = torch.nn.Module()
-    net.hidden = torch.nn.ModuleList([torch.nn.Linear(a, b).double() for a, b in zip(SIZES[:-1], SIZES[1:])])
-    net.head = torch.nn.Linear(SIZES[-1], OUT, bias=False).double()
-    with torch.no_grad():
-        for tl, ml in zip(net.hidden, mx_model.layers):
-            tl.weight.copy_(torch.tensor(np.array(ml.weight), dtype=torch.float64))
-            tl.bias.copy_(torch.tensor(np.array(ml.bias), dtype=torch.float64))
-        net.head.weight.copy_(torch.tensor(np.array(mx_model.lm_head.weight), dtype=torch.float64))
-    return net
 
 
 def torch_forward(net, x):

@@ -6,20 +6,8 @@ import json
 import pytest
 from test_sim_hardware import make_trace
 
-from asprof.cli import main
 from asprof.traces import save_trace
-
-
-@pytest.fixture
-def fresh(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def run_cli(capsys, *args):
-    rc = main(["simulate", *args])
-    out, err = capsys.readouterr()
-    return rc, out, err
+from helpers import run_simulate as run_cli
 
 
 def test_fresh_machine_uses_the_bundled_profile(fresh, capsys):

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from asprof.cli import main
 from asprof.errors import AsprofError
 from asprof.optimizers.accounting import closed_form_state_bytes
 from asprof.presets import PRESETS
@@ -15,20 +14,9 @@ from asprof.simulate.costs import plan_step
 from asprof.simulate.effective import smoothed, speedup_from_curves, steps_to_reach
 from asprof.simulate.session import SimulateConfig
 from asprof.traces import load_profile
+from helpers import run_simulate as run_cli
 
 NAMES = ["eigen-adam", "soap", "racs", "alice", "alice-0"]
-
-
-@pytest.fixture
-def fresh(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def run_cli(capsys, *args):
-    rc = main(["simulate", *args])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 @pytest.mark.parametrize("cfg", [PRESETS[n] for n in ("tiny", "kpop-1.7m", "small")], ids=lambda c: c.name)
