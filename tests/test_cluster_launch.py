@@ -6,7 +6,7 @@ import time
 import psutil
 import pytest
 
-from asprof.cluster.launch import LaunchSpec, launch, read_hostfile
+from asprof.cluster.launch import LaunchSpec, _Held, launch, read_hostfile
 from asprof.errors import AsprofError, DistributedError
 
 pytestmark = pytest.mark.distributed
@@ -85,3 +85,20 @@ def test_hostfile_launch_through_mlx_launch(tmp_path):
     hf.write_text(json.dumps([{"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}, {"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}]))
     results = launch(LaunchSpec(module=WORKER, hostfile=str(hf), base_port=None))
     assert [r["sum"] for r in results] == [3.0, 3.0]
+
+
+def test_held_output_hides_the_survivors_noise_once_a_rank_failed():
+    shown = []
+    held = _Held(shown.append)
+    r0, r1 = object(), object()
+    held.hold(r0)("[rank 0] step 1")
+    held.release(time.monotonic(), [])
+    assert shown == []  # held for DELAY_S
+    held.release(time.monotonic() + _Held.DELAY_S, [])
+    assert shown == ["[rank 0] step 1"]
+    held.hold(r0)("[rank 0] socket closed by the peer")
+    held.hold(r1)("[rank 1] Traceback ...")
+    held.release(time.monotonic(), [r1])  # rank 1 failed: only its own lines, at once
+    held.hold(r0)("[rank 0] too many send/recv errors")
+    held.release_all()
+    assert shown == ["[rank 0] step 1", "[rank 1] Traceback ..."]

@@ -219,26 +219,62 @@ def _supervise(spec, procs: list[_Rank], size: int, on_event, echo) -> list[dict
         sel.register(pr.proc.stdout, selectors.EVENT_READ, (pr, "out"))
         sel.register(pr.proc.stderr, selectors.EVENT_READ, (pr, "err"))
     open_streams = 2 * len(procs)
-    while True:
-        for key, _ in sel.select(timeout=0.2):
-            pr, stream = key.data
-            chunk = key.fileobj.read()
-            if not chunk:
-                sel.unregister(key.fileobj)
-                open_streams -= 1
-                _flush(pr, stream, watch, on_event, echo, final=True)
-                continue
-            pr.buf[stream] += chunk
-            _flush(pr, stream, watch, on_event, echo)
-        now = time.monotonic()
-        _check_exits(procs, watch, size)
-        if len(watch.results) == size and all(p.proc.poll() is not None for p in procs):
-            break
-        if open_streams == 0 and all(p.proc.poll() is not None for p in procs):
-            missing = sorted(set(range(size)) - set(watch.results))
-            raise DistributedError(f"rank {missing[0]} exited without a result{_tail(watch, missing[0])}")
-        _check_time(spec, watch, now, start, size)
+    held = _Held(echo)
+    try:
+        while True:
+            for key, _ in sel.select(timeout=0.2):
+                pr, stream = key.data
+                chunk = key.fileobj.read()
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                    open_streams -= 1
+                    _flush(pr, stream, watch, on_event, held.hold(pr), final=True)
+                    continue
+                pr.buf[stream] += chunk
+                _flush(pr, stream, watch, on_event, held.hold(pr))
+            now = time.monotonic()
+            held.release(now, [p for p in procs if p.proc.poll() not in (None, 0)])
+            _check_exits(procs, watch, size)
+            if len(watch.results) == size and all(p.proc.poll() is not None for p in procs):
+                break
+            if open_streams == 0 and all(p.proc.poll() is not None for p in procs):
+                missing = sorted(set(range(size)) - set(watch.results))
+                raise DistributedError(f"rank {missing[0]} exited without a result{_tail(watch, missing[0])}")
+            _check_time(spec, watch, now, start, size)
+    finally:
+        held.release_all()
     return [watch.results[r] for r in range(size)]
+
+
+class _Held:
+    """The ranks' output lines, echoed half a second late. A rank that dies makes its peers
+    complain (MLX's "socket closed by the peer", "too many send/recv errors") a moment before
+    its exit can be seen; once a rank has failed only the failed ranks' own lines are shown, so
+    the failure reads as one line and not as the survivors' noise."""
+
+    DELAY_S = 0.5
+
+    def __init__(self, echo):
+        self.echo = echo
+        self.lines: list = []  # (time read, rank, text)
+        self.failed: list | None = None  # None: every rank's lines may be shown
+
+    def hold(self, pr: _Rank):
+        return lambda text: self.lines.append((time.monotonic(), pr, text))
+
+    def release(self, now: float, failed: list) -> None:
+        """Echo the lines held long enough; once a rank failed, all held lines of failed ranks."""
+        if failed:
+            self.failed = failed
+        due = [x for x in self.lines if self.failed is not None or x[0] <= now - self.DELAY_S]
+        self.lines = self.lines[len(due):] if self.failed is None else []
+        for _, pr, text in due:
+            if self.failed is None or pr in self.failed:
+                self.echo(text)
+
+    def release_all(self) -> None:
+        """At the end of the run: whatever is still held (the failed ranks' only, after a failure)."""
+        self.release(float("inf"), [])
 
 
 def _flush(pr: _Rank, stream, watch: _Watch, on_event, echo, final=False):
