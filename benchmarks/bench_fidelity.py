@@ -22,6 +22,7 @@ the machine before and after is printed, since other programs change every timin
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -130,6 +131,26 @@ class OtherLoad:
         return statistics.fmean(self.samples) if self.samples else 0.0
 
 
+def steps_for(cfg: ValidateConfig, min_seconds: float, max_steps: int) -> int:
+    """Steps so that each measured pass lasts about ``min_seconds`` after the warm-up: a long
+    pass averages over more of the machine's slow and fast spells (seconds long here), so
+    its mean step repeats better. The step time comes from the cluster's own trace (the fastest
+    optimizer's deterministic prediction); without a matching trace yet, ``cfg.steps``."""
+    import dataclasses
+
+    from asprof.traces.io import load_trace
+    from asprof.validate.match import find_matching
+    from asprof.validate.run import identity, predict_run
+
+    found, _ = find_matching(cfg.traces_dir, identity(cfg))
+    if found is None or min_seconds <= 0:
+        return cfg.steps
+    trace = load_trace(found)
+    probe = dataclasses.replace(cfg, replicas=2)
+    fastest = min(statistics.fmean(predict_run(probe, trace, o)[0][0][cfg.warmup_steps:]) for o in cfg.optimizers)
+    return max(cfg.steps, min(max_steps, cfg.warmup_steps + int(min_seconds / fastest + 0.999)))
+
+
 def wait_quiet(max_cores: float, patience_s: float) -> float:
     """Wait (up to patience_s) until other processes use less than max_cores; returns their use."""
     deadline = time.monotonic() + patience_s
@@ -148,6 +169,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rates", default="200,2000", help="link rates, Mbit/s")
     ap.add_argument("--optimizers", default="adam,kpop,topkpop")
     ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--min-seconds", type=float, default=20.0,
+                    help="more steps than --steps where needed so that each pass lasts about this long (0: never)")
+    ap.add_argument("--max-steps", type=int, default=400)
     ap.add_argument("--warmup-steps", type=int, default=4)
     ap.add_argument("--traces-dir", default="bench-traces")
     ap.add_argument("--out", default="bench-fidelity")
@@ -179,6 +203,7 @@ def main(argv=None) -> int:
                 cfg = ValidateConfig(nodes=k, netns_rate=rate, optimizers=optimizers, model=model, batch=batch, seq=seq,
                                      steps=args.steps, warmup_steps=args.warmup_steps, traces_dir=args.traces_dir,
                                      out=f"{args.out}/{model}-{k}n-{rate:g}")
+                cfg = dataclasses.replace(cfg, steps=steps_for(cfg, args.min_seconds, args.max_steps))
                 for attempt in range(args.retries + 1):
                     wait_quiet(args.max_busy, 900)
                     before = canary() / base
@@ -203,7 +228,7 @@ def main(argv=None) -> int:
                     big = {k: v for k, v in c.phase_error_pct.items()
                            if v == v and c.measured_phases_s.get(k, 0.0) >= 0.05 * c.measured_instrumented_s}
                     worst = max(big.items(), key=lambda kv: abs(kv[1]), default=("-", float("nan")))
-                    cell = {"optimizer": label, "nodes": k, "rate_mbit": rate if k > 1 else None, "model": model,
+                    cell = {"optimizer": label, "nodes": k, "steps": cfg.steps, "rate_mbit": rate if k > 1 else None, "model": model,
                             "measured_mean_s": c.measured_mean_s, "predicted_mean_s": c.predicted_mean_s,
                             "mean_error_pct": c.mean_error_pct, "median_error_pct": c.median_error_pct,
                             "band_fraction": c.band_fraction, "inside": round(c.band_fraction * len(c.measured_s)),
@@ -212,7 +237,7 @@ def main(argv=None) -> int:
                             "other_cores_busy": busy, "speed_before": 1 / before, "speed_after": 1 / after,
                             "attempts": attempt + 1}
                     cells.append(cell)
-                    print(f"{model:6s} K={k} {('%g Mbit/s' % rate) if k > 1 else 'no link':>12s} {label:14s} "
+                    print(f"{model:6s} K={k} {('%g Mbit/s' % rate) if k > 1 else 'no link':>12s} {label:14s} {cfg.steps:4d} steps  "
                           f"meas {c.measured_mean_s * 1e3:8.1f} ms  pred {c.predicted_mean_s * 1e3:8.1f} ms  "
                           f"err mean {c.mean_error_pct:+6.1f}%  median {c.median_error_pct:+6.1f}%  "
                           f"band {c.band_fraction:4.0%}  passes {rerun_pct(c):+6.1f}%  worst phase {worst[0]} {worst[1]:+.0f}%  "

@@ -179,6 +179,10 @@ class HardwareModel:
     # then takes them out of the link time so that they are not counted twice (predict.py).
     link_includes_reduction: bool = False
     allreduce_curves: dict = field(default_factory=dict)  # ring size -> measured all_sum time over bytes
+    # The all-reduce was measured over links emulated on this one machine (loopback or network
+    # namespaces): the ring's copies, TCP stack and MLX's busy-polling wait run on the same CPUs
+    # as the compute, so the machine's slow spells slow the ring too (not so across real hosts).
+    link_on_host: bool = False
     peaks: dict = field(default_factory=dict)  # dtype -> (flops_per_s, description)
     noise: dict = field(default_factory=dict)  # category -> ((median_s, relative samples), ...)
     origin: str = "measured"
@@ -345,6 +349,8 @@ class HardwareModel:
             if len([1 for x, t in pts if x > 0 and t]) >= 2:
                 allreduce_curves[int(k)] = Curve.fit(pts, power=1.0)
 
+        labels = {str(r.params.get("link", "")) for r in trace.probe("allreduce", op="all_sum")}
+        link_on_host = bool(labels) and all(lab.startswith(("loopback", "netns")) for lab in labels)
         noise = {
             "gemm": _rel_samples(mm),
             "elementwise": _rel_samples(bw_recs),
@@ -359,8 +365,8 @@ class HardwareModel:
             memory_bytes=host.memory_bytes, gemm=gemm, gemm_layouts=gemm_layouts, gemm_graph=gemm_graph,
             membw_accel=membw_accel, membw_cpu=membw_cpu,
             best_bw_Bps=best_bw, exp_curve=exp_curve, membw_graph=membw_graph, launch=launch, dispatch=dispatch, linalg=linalg, alpha=alpha, beta=beta,
-            link_includes_reduction=link_includes_reduction, allreduce_curves=allreduce_curves, peaks=peaks,
-            noise={k: v for k, v in noise.items() if v}, origin=trace.origin, sources=sources,
+            link_includes_reduction=link_includes_reduction, allreduce_curves=allreduce_curves,
+            link_on_host=link_on_host, peaks=peaks, noise={k: v for k, v in noise.items() if v}, origin=trace.origin, sources=sources,
             notes=tuple(notes),
         )
 

@@ -169,6 +169,11 @@ def simulate_optimizer(workload: Workload, spec: OptimizerSpec, cluster: Cluster
     factor_buckets = [(sum(b), len(b)) for b in bucket_arrays(list(plan.factor_arrays), spec.bucket_bytes)]
     update_noise = "elementwise" if spec.name in ("adam", "racs") else "gemm"
 
+    def host_speed(i: int) -> float:
+        """The step's machine-speed factor for rank i's ring work, when the link is emulated on
+        the host that computes (loopback, namespaces); 1 across real links."""
+        return samplers[i].step_factor if costs[i].spec.hardware.link_on_host else 1.0
+
     def allreduce(t: int, sizes: list[tuple[int, int]], ready: list[list[int]], name: str, cat: str) -> list[list[int]]:
         """Bucketed all-reduce: per bucket pack (gpu) → ring → unpack (gpu). The packs only need
         the data; the rings run one after another (one communication stream)."""
@@ -185,10 +190,10 @@ def simulate_optimizer(workload: Workload, spec: OptimizerSpec, cluster: Cluster
                                       (r, t, f"{name}: ring send", cat), (r, t, f"{name}: ring reduce", cat)))
             steps = 2 * (K - 1)  # a collective's whole duration picks the all_sum measurement
             done = ring_allreduce(eng, nodes, K, packs,
-                                  link_factor=(lambda i: samplers[i].factor("link", steps * nodes[i].step_s))
-                                  if noisy else None,
-                                  cpu_factor=(lambda i: samplers[i].factor("elementwise", nodes[i].reduce_s))
-                                  if noisy else None)
+                                  link_factor=(lambda i: samplers[i].factor("link", steps * nodes[i].step_s)
+                                               * host_speed(i)) if noisy else None,
+                                  cpu_factor=(lambda i: samplers[i].factor("elementwise", nodes[i].reduce_s)
+                                              * host_speed(i)) if noisy else None)
             for i, r in enumerate(ranks):
                 unpacked[i].append(task(gpu[i], samplers[i]("elementwise", costs[i].copy_s(size)), done[i],
                                         (r, t, f"{name}: unpack bucket {b}", cat)))

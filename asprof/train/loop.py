@@ -8,7 +8,10 @@ Un-instrumented, phases 2, 4 and 5 form one lazy graph evaluated once at the end
 (the refresh is always evaluated on its own, before the step uses the new basis). Instrumented,
 an ``mx.eval`` closes every phase so each can be timed; because those syncs change the timing,
 :func:`train_process` runs the instrumented steps as a *second pass* from the same seed
-(identical batches and initial weights) and reports both.
+(identical batches and initial weights) and reports both. The two passes are interleaved step
+by step (plain step i, then instrumented step i, on two trainers): a shared machine's slow and
+fast spells, seconds long, then fall on both alike, where two passes run one after the other
+could each land in a different spell.
 """
 
 from __future__ import annotations
@@ -135,21 +138,25 @@ class Trainer:
         return h.hexdigest()[:16]
 
 
-def run_pass(trainer: Trainer, record: ProcessRecord, instrument: bool,
-             on_step: Callable[[int, float, float], None] | None = None) -> None:
-    """Run config.steps steps, appending to ``record`` (the timed or the instrumented series)."""
-    c = trainer.config
-    if instrument:
-        record.phases_s, record.instrumented_step_time_s, record.instrumented_losses = [], [], []
-    for i in range(c.steps):
+class Pass:
+    """One timed series of steps (the plain or the instrumented one) of one trainer."""
+
+    def __init__(self, trainer: Trainer, record: ProcessRecord, instrument: bool,
+                 on_step: Callable[[int, float, float], None] | None = None):
+        self.trainer, self.record, self.instrument, self.on_step = trainer, record, instrument, on_step
+        if instrument:
+            record.phases_s, record.instrumented_step_time_s, record.instrumented_losses = [], [], []
+
+    def step(self, i: int) -> None:
+        trainer, record, c = self.trainer, self.record, self.trainer.config
         x, y = trainer.batch(i)
         mx.eval(x, y)
         t0 = time.perf_counter()
-        loss, phases, refreshed = trainer.step(x, y, instrument=instrument)
+        loss, phases, refreshed = trainer.step(x, y, instrument=self.instrument)
         dt = time.perf_counter() - t0
         value = float(loss.item())
         counts = trainer.comm.take_counts() if trainer.comm is not None else {}
-        if instrument:
+        if self.instrument:
             record.phases_s.append(phases)
             record.instrumented_step_time_s.append(dt)
             record.instrumented_losses.append(value)
@@ -161,12 +168,15 @@ def run_pass(trainer: Trainer, record: ProcessRecord, instrument: bool,
                 record.refresh_steps.append(i)
             if c.eval_every and (i + 1) % c.eval_every == 0 and i + 1 < c.steps:
                 record.val_losses.append([i + 1, trainer.evaluate()])
-        if on_step is not None:
-            on_step(i, value, dt)
-    if not instrument:
-        record.val_losses.append([c.steps, trainer.evaluate()])
-        record.state_bytes = state_bytes(trainer.opt)
-        record.basis_digest = trainer.basis_digest()
+        if self.on_step is not None:
+            self.on_step(i, value, dt)
+
+    def finish(self) -> None:
+        if not self.instrument:
+            trainer = self.trainer
+            self.record.val_losses.append([trainer.config.steps, trainer.evaluate()])
+            self.record.state_bytes = state_bytes(trainer.opt)
+            self.record.basis_digest = trainer.basis_digest()
 
 
 def train_process(config: TrainConfig, group: mx.distributed.Group | None = None, corpus: Corpus | None = None,
@@ -178,10 +188,15 @@ def train_process(config: TrainConfig, group: mx.distributed.Group | None = None
     corpus = corpus if corpus is not None else load_corpus(config.data)
     trainer = Trainer(config, corpus, group)
     record = ProcessRecord(rank=trainer.rank, world=trainer.world)
-    run_pass(trainer, record, False, None if on_step is None else lambda i, l, dt: on_step("train", i, l, dt))
+    passes = [Pass(trainer, record, False, None if on_step is None else lambda i, l, dt: on_step("train", i, l, dt))]
+    if config.instrument:
+        passes.append(Pass(Trainer(config, corpus, group), record, True,
+                           None if on_step is None else lambda i, l, dt: on_step("instrumented", i, l, dt)))
+    for i in range(config.steps):
+        for p in passes:
+            p.step(i)
+    for p in passes:
+        p.finish()
     if keep_trainer is not None:
         keep_trainer.append(trainer)
-    if config.instrument:
-        again = Trainer(config, corpus, group)
-        run_pass(again, record, True, None if on_step is None else lambda i, l, dt: on_step("instrumented", i, l, dt))
     return record

@@ -10,7 +10,7 @@ The pipeline (DESIGN §6), for a :class:`ValidateConfig`:
    every rank at once, then the ring (asprof.probe.cluster) — and save the trace. Nothing is ever
    fitted to the training runs: they are the held-out test.
 3. **Measure**: per optimizer one ``asprof train`` run on the placement (un-instrumented step
-   times, then an instrumented pass with a sync per phase; asprof.train).
+   times, and an instrumented pass with a sync per phase interleaved step by step; asprof.train).
 4. **Predict**: simulate exactly that configuration (model with the corpus vocabulary, batch per
    node, sequence length, optimizer, f, warm-up, the same N steps) from the trace: R sampled
    replicas for the step times and their band, sampled instrumented replicas for the phases.
@@ -230,7 +230,7 @@ def run_validation(cfg: ValidateConfig, progress: Progress = lambda msg: None) -
         trace, choice = choose_trace(cfg, place, progress)
         runs = {}
         for o in cfg.optimizers:
-            progress(f"{label[o]}: training {cfg.steps} steps on {place.size} rank(s), then an instrumented pass")
+            progress(f"{label[o]}: training {cfg.steps} steps on {place.size} rank(s), interleaved with an instrumented pass")
             runs[o] = measure(cfg, place, o, progress)
     comparisons, training, notes = {}, {}, list(choice.warnings)
     for o in cfg.optimizers:
