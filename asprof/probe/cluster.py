@@ -58,40 +58,61 @@ class Placement:
                           hostfile=self.hostfile, **kw)
 
 
-def probe_cluster(place: Placement, out: str | Path, level: str = "quick", rounds: int = 3,
-                  progress: Callable[[str], None] = lambda msg: None) -> Trace:
-    """Measure ``place`` (compute on every rank, then the ring) and write the trace to ``out``."""
-    k = place.size
-
+def _progress_events(k: int, rounds: int, progress: Callable[[str], None]):
     def on_event(msg):
         if msg.get("type") == "heartbeat" and msg.get("rank") == 0 and "probe" in msg:
             progress(f"compute probes on {k} rank{'s' if k > 1 else ''} at once: {msg['probe']} "
                      f"(round {msg.get('round', 0) + 1}/{rounds})")
         elif msg.get("type") == "heartbeat" and msg.get("rank") == 0 and "bytes" in msg:
             progress(f"all_sum on {k} ranks: {msg['bytes']} B")
+    return on_event
 
+
+def probe_compute(place: Placement, level: str = "quick", rounds: int = 3,
+                  progress: Callable[[str], None] = lambda msg: None) -> tuple[list[Record], list[Skip], Host]:
+    """The compute probes on every rank of ``place`` at once, ``rounds`` times: (records tagged
+    ``rank``/``ranks``/``round``, skips, rank 0's host)."""
     args = ("--level", level, "--rounds", str(rounds), "--probes", ",".join(COMPUTE_PROBES))
     results = launch(place.spec("asprof.probe.cluster_worker", args, timeout_s=1800.0, stall_s=300.0),
-                     on_event=on_event)
+                     on_event=_progress_events(place.size, rounds, progress))
     records = [Record.from_dict(d, d["probe"]) for res in results for d in res["records"]]
-    skipped = [Skip(**s) for s in results[0]["skipped"]]
-    host = Host.from_dict(results[0]["host"])
-    if k > 1:
-        from asprof.probe.allreduce import records_from_ranks
+    return records, [Skip(**s) for s in results[0]["skipped"]], Host.from_dict(results[0]["host"])
 
-        sizes = ALLREDUCE_SIZES[level]
-        ar = launch(place.spec("asprof.probe.allreduce_worker", ("--sizes", ",".join(map(str, sizes)), "--level", level),
-                               timeout_s=1800.0, stall_s=300.0), on_event=on_event)
-        for item in records_from_ranks(ar, "ring"):
-            if isinstance(item, Record):
-                from dataclasses import replace
 
-                records.append(replace(item, params={**item.params, "link": place.link}))
-            else:
-                skipped.append(item)
-    trace = Trace(host=host, records=tuple(records), skipped=tuple(skipped), created_utc=utc_now(),
-                  asprof_version=__version__, nodes=k,
-                  description=f"cluster probe: {k} rank{'s' if k > 1 else ''}, link {place.link}, "
-                              f"compute measured on every rank at once ({rounds} rounds, level {level})")
+def probe_ring(place: Placement, level: str = "quick",
+               progress: Callable[[str], None] = lambda msg: None) -> tuple[list[Record], list[Skip]]:
+    """The all-reduce sweep on ``place`` and its α-β fit, every record labelled with the link."""
+    from dataclasses import replace
+
+    from asprof.probe.allreduce import records_from_ranks
+
+    sizes = ALLREDUCE_SIZES[level]
+    ar = launch(place.spec("asprof.probe.allreduce_worker", ("--sizes", ",".join(map(str, sizes)), "--level", level),
+                           timeout_s=1800.0, stall_s=300.0), on_event=_progress_events(place.size, 1, progress))
+    records, skipped = [], []
+    for item in records_from_ranks(ar, "ring"):
+        if isinstance(item, Record):
+            records.append(replace(item, params={**item.params, "link": place.link}))
+        else:
+            skipped.append(item)
+    return records, skipped
+
+
+def cluster_trace(place: Placement, host: Host, records, skipped, how: str) -> Trace:
+    k = place.size
+    return Trace(host=host, records=tuple(records), skipped=tuple(skipped), created_utc=utc_now(),
+                 asprof_version=__version__, nodes=k,
+                 description=f"cluster probe: {k} rank{'s' if k > 1 else ''}, link {place.link}, "
+                             f"compute measured on every rank at once ({how})")
+
+
+def probe_cluster(place: Placement, out: str | Path, level: str = "quick", rounds: int = 3,
+                  progress: Callable[[str], None] = lambda msg: None) -> Trace:
+    """Measure ``place`` (compute on every rank, then the ring) and write the trace to ``out``."""
+    records, skipped, host = probe_compute(place, level, rounds, progress=progress)
+    if place.size > 1:
+        ring, ring_skipped = probe_ring(place, level, progress)
+        records, skipped = records + ring, skipped + ring_skipped
+    trace = cluster_trace(place, host, records, skipped, f"{rounds} rounds, level {level}")
     save_trace(trace, out)
     return trace

@@ -31,22 +31,18 @@ from asprof.cluster.worker import emit_result, heartbeat, init_group
 COMPUTE_PROBES = ("blas", "launch", "membw", "linalg")
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m asprof.probe.cluster_worker")
-    ap.add_argument("--level", default="quick", choices=("full", "quick", "tiny"))
-    ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--probes", default=",".join(COMPUTE_PROBES))
-    ap.add_argument("--dtypes", default="float32", help="blas dtypes (comma-separated)")
-    args = ap.parse_args(argv)
-
-    group = init_group()
+def lockstep_records(group, level: str = "quick", names=COMPUTE_PROBES, dtypes=("float32",), rounds: int | None = 1,
+                     skipped: list | None = None):
+    """Yield ``(round, record dict)`` for the compute probes ``names``, measured on every rank
+    of ``group`` at once, round after round (``rounds=None``: without end). Every rank must pull
+    the same number of records: each measurement's stop rule and every skip are decided
+    collectively. Skips of the first round are appended to ``skipped``."""
     import mlx.core as mx
 
     from asprof.probe.backends import discover
     from asprof.probe.context import ProbeContext
     from asprof.probe.harness import LEVELS, Harness
     from asprof.probe.runner import REGISTRY, _load
-    from asprof.traces.host import capture_host
     from asprof.traces.schema import Record, Skip
 
     rank, k = group.rank(), group.size()
@@ -64,24 +60,42 @@ def main(argv=None) -> None:
             # stop only when every rank wants to stop
             return super().measure(fn, sync, what, agree=lambda stop: count(not stop) == 0)
 
-    names = [n for n in args.probes.split(",") if n]
     for n in names:
         if n not in REGISTRY or n in ("memory", "allreduce"):
             raise SystemExit(f"cluster_worker: not a compute probe: {n!r}")
     backends, absent = discover(("mlx",))
-    records, skipped = [], []
-    for rnd in range(args.rounds):
-        ctx = ProbeContext(level=args.level, harness=LockstepHarness(LEVELS[args.level]), backends=backends,
-                           absent=absent, extra={"dtypes": tuple(args.dtypes.split(",")), "cold": False},
+    rnd = 0
+    while rounds is None or rnd < rounds:
+        ctx = ProbeContext(level=level, harness=LockstepHarness(LEVELS[level]), backends=backends,
+                           absent=absent, extra={"dtypes": tuple(dtypes), "cold": False},
                            agree_skip=lambda skip: count(skip) > 0)
         for step, name in enumerate(names):
             heartbeat(rnd * len(names) + step, probe=name, round=rnd)
             for item in _load(name).run(ctx):
                 if isinstance(item, Record):
                     params = {**item.params, "rank": rank, "ranks": k, "round": rnd}
-                    records.append(replace(item, params=params).to_dict() | {"probe": item.probe})
-                elif isinstance(item, Skip) and rnd == 0:
+                    yield rnd, replace(item, params=params).to_dict() | {"probe": item.probe}
+                elif isinstance(item, Skip) and rnd == 0 and skipped is not None:
                     skipped.append(item.to_dict())
+        yield rnd, None  # the round is complete
+        rnd += 1
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m asprof.probe.cluster_worker")
+    ap.add_argument("--level", default="quick", choices=("full", "quick", "tiny"))
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--probes", default=",".join(COMPUTE_PROBES))
+    ap.add_argument("--dtypes", default="float32", help="blas dtypes (comma-separated)")
+    args = ap.parse_args(argv)
+
+    group = init_group()
+    from asprof.traces.host import capture_host
+
+    skipped: list = []
+    records = [rec for _, rec in lockstep_records(group, args.level, [n for n in args.probes.split(",") if n],
+                                                   args.dtypes.split(","), args.rounds, skipped) if rec is not None]
+    rank, k = group.rank(), group.size()
     host = capture_host(with_torch=False).to_dict() if rank == 0 else None
     emit_result({"rank": rank, "size": k, "hostname": socket.gethostname(), "host": host,
                  "records": records, "skipped": skipped})
