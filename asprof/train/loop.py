@@ -181,10 +181,13 @@ class Pass:
 
 def train_process(config: TrainConfig, group: mx.distributed.Group | None = None, corpus: Corpus | None = None,
                   on_step: Callable[[str, int, float, float], None] | None = None,
-                  keep_trainer: list | None = None) -> ProcessRecord:
+                  keep_trainer: list | None = None,
+                  between: Callable[[int], None] | None = None) -> ProcessRecord:
     """Train in this process (as rank ``group.rank()`` of ``group`` when given). ``on_step(pass,
     step, loss, seconds)`` is called after every step. ``keep_trainer`` (a list) receives the
-    trained :class:`Trainer` of the timed pass, for callers that need the weights."""
+    trained :class:`Trainer` of the timed pass, for callers that need the weights. ``between(step)``
+    runs after every step (both passes), outside the timed regions: the worker measures probe
+    records there (asprof.probe.during)."""
     corpus = corpus if corpus is not None else load_corpus(config.data)
     trainer = Trainer(config, corpus, group)
     record = ProcessRecord(rank=trainer.rank, world=trainer.world)
@@ -195,6 +198,8 @@ def train_process(config: TrainConfig, group: mx.distributed.Group | None = None
     for i in range(config.steps):
         for p in passes:
             p.step(i)
+        if between is not None:
+            between(i)
     for p in passes:
         p.finish()
     if keep_trainer is not None:

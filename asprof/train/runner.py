@@ -16,18 +16,20 @@ Progress = Callable[[str, int, int, float, float], None]
 
 
 def run_training(config: TrainConfig, on_progress: Progress | None = None,
-                 save_params: str | None = None, hosts: tuple | None = None) -> TrainResult:
+                 save_params: str | None = None, hosts: tuple | None = None,
+                 probe_level: str | None = None) -> TrainResult:
     """Train as ``config`` says and return the combined result (raises AsprofError /
     DistributedError with one line on anything a user can cause). ``hosts`` (one
     :class:`asprof.cluster.launch.RankHost` per rank, e.g. namespace hosts; ``config.nodes`` must
     equal their number) launches the ranks there instead of on local loopback — even a single
-    rank, which then runs as its own process."""
+    rank, which then runs as its own process. ``probe_level``: every rank also measures the
+    compute probes between its steps (asprof.probe.during; the result's ``probed``)."""
     if hosts is not None:
         if len(hosts) != config.nodes:
             raise AsprofError(f"{len(hosts)} hosts given for a {config.nodes}-rank configuration")
-        return _run_distributed(config, on_progress, save_params, hosts=tuple(hosts))
-    if config.distributed:
-        return _run_distributed(config, on_progress, save_params)
+        return _run_distributed(config, on_progress, save_params, hosts=tuple(hosts), probe_level=probe_level)
+    if config.distributed or probe_level:
+        return _run_distributed(config, on_progress, save_params, probe_level=probe_level)
     from asprof.train.data import load_corpus
     from asprof.train.loop import train_process
     from asprof.train.model import n_params
@@ -55,12 +57,14 @@ def _save_params(model, directory: str) -> None:
 
 
 def _run_distributed(config: TrainConfig, on_progress: Progress | None, save_params: str | None,
-                     hosts: tuple | None = None) -> TrainResult:
+                     hosts: tuple | None = None, probe_level: str | None = None) -> TrainResult:
     from asprof.cluster.launch import LaunchSpec, launch
 
     args = ["--config", json.dumps(config.to_dict())]
     if save_params:
         args += ["--save-params", save_params]
+    if probe_level:
+        args += ["--probe-level", probe_level]
     # A refresh of a large model (eigh of every factor on the CPU) can take a while: allow a
     # long silence between heartbeats, bounded by the run's own limit.
     spec = LaunchSpec(module=WORKER, args=tuple(args), nodes=None if config.hostfile or hosts else config.nodes,
@@ -79,4 +83,9 @@ def _run_distributed(config: TrainConfig, on_progress: Progress | None, save_par
 
     results = launch(spec, on_event=on_event)
     records = [r["record"] for r in results]
-    return combine(config, records, results[0]["corpus"], results[0]["n_params"])
+    result = combine(config, records, results[0]["corpus"], results[0]["n_params"])
+    if probe_level:
+        got = [r["probed"] for r in results]
+        result.probed = {"records": [x for g in got for x in g["records"]], "skipped": got[0]["skipped"],
+                         "host": got[0]["host"], "train_s": got[0]["train_s"], "probe_s": got[0]["probe_s"]}
+    return result

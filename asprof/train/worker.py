@@ -19,6 +19,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m asprof.train.worker")
     ap.add_argument("--config", required=True, help="TrainConfig as JSON")
     ap.add_argument("--save-params", default=None, metavar="DIR")
+    ap.add_argument("--probe-level", default=None, choices=("full", "quick", "tiny"),
+                    help="measure the compute probes between the steps (asprof.probe.during)")
     args = ap.parse_args(argv)
 
     group = init_group()
@@ -33,15 +35,28 @@ def main(argv=None) -> None:
     config = TrainConfig.from_dict(json.loads(args.config))
     corpus = load_corpus(config.data)
     trainers: list = []
+    probe = None
+    if args.probe_level:
+        from asprof.probe.during import ProbeDuringTraining
+
+        probe = ProbeDuringTraining(group, args.probe_level)
     record = train_process(config, group, corpus, on_step=lambda phase, i, loss, dt: heartbeat(i, phase=phase, loss=loss, step_s=dt),
-                           keep_trainer=trainers)
+                           keep_trainer=trainers, between=probe.between if probe else None)
+    probed = None
+    if probe is not None:
+        from asprof.traces.host import capture_host
+
+        probe.finish()
+        probed = {"records": probe.records, "skipped": probe.skipped, "train_s": probe.train_s, "probe_s": probe.probe_s,
+                  "host": capture_host(with_torch=False).to_dict() if group.rank() == 0 else None}
     if args.save_params:
         from pathlib import Path
 
         Path(args.save_params).mkdir(parents=True, exist_ok=True)
         mx.savez(str(Path(args.save_params) / f"rank{group.rank()}.npz"),
                  **dict(tree_flatten(trainers[0].model.parameters())))
-    emit_result({"record": record.to_dict(), "corpus": corpus.describe(), "n_params": n_params(trainers[0].model)})
+    emit_result({"record": record.to_dict(), "corpus": corpus.describe(), "n_params": n_params(trainers[0].model),
+                 "probed": probed})
 
 
 if __name__ == "__main__":
