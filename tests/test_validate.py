@@ -141,6 +141,7 @@ def test_optimizers_come_from_both_registries():
     (dict(steps=5, warmup_steps=5), "must exceed --warmup-steps"),
     (dict(model="nope"), "unknown model preset 'nope'"),
     (dict(nodes=2, hostfile="h.json"), "not both"),
+    (dict(probe_during=True, trace="m4-mini-x16-tb4"), "--probe-during probes the cluster during every run itself"),
 ])
 def test_bad_configurations(kw, expect):
     with pytest.raises(AsprofError, match=None) as e:
@@ -163,6 +164,7 @@ def test_netns_without_root_is_one_line(monkeypatch):
     (["--tolerance", "-5"], "--tolerance must be a percentage >= 0"),
     (["--netns-rate", "100"], "--netns-rate needs --nodes N"),
     (["--nodes", "two"], "'two' is not a valid integer"),
+    (["--probe-during", "--trace", "m4-mini-x16-tb4"], "drop --trace"),
 ])
 def test_cli_bad_input_is_one_line(capsys, tmp_path, monkeypatch, argv, expect):
     monkeypatch.chdir(tmp_path)

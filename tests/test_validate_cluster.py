@@ -57,6 +57,22 @@ def test_two_local_ranks_end_to_end(capsys, tmp_path):
     assert _workers() == []
 
 
+def test_probing_during_the_runs(capsys, tmp_path):
+    code, out, err = _run(capsys, tmp_path, "--nodes", "2", "--optimizer", "adam,kpop", "--probe-during")
+    assert code == 0, err
+    assert "probed during every run" in out and "probing the ring" in err and "probe records between the steps" in err
+    (saved,) = (tmp_path / "traces").glob("*.json")
+    trace = load_trace(saved)
+    # every compute probe, on both ranks, during each of the two runs (rounds 0.. and 1000..); the ring once
+    for probe in ("blas", "launch", "membw", "linalg"):
+        runs = {(r.params["round"] // 1000, r.params["rank"]) for r in trace.probe(probe)}
+        assert runs == {(0, 0), (0, 1), (1, 0), (1, 1)}, probe
+    assert trace.probe("allreduce", op="fit")
+    res = json.loads((tmp_path / "out" / "validate.json").read_text())
+    assert set(res["optimizers"]) == {"adam", "kpop"} and res["trace"]["probed"]
+    assert _workers() == []
+
+
 @pytest.mark.netns
 @pytest.mark.skipif(why_unavailable() is not None, reason=why_unavailable() or "")
 def test_namespace_ring_end_to_end(capsys, tmp_path):

@@ -54,13 +54,16 @@ Examples:
 @click.option("--out", default="validate-out", show_default=True, help="Directory for validate.json and validate.png.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON result instead of tables.")
 @click.option("--traces-dir", default="traces", show_default=True, help="Where matching traces are looked for and saved.")
+@click.option("--probe-during", is_flag=True,
+              help="Measure the compute probes between the training steps (half the time) and predict each "
+                   "run from the records taken during it: probe and training see the same minutes.")
 @click.option("--seed", default=0, type=int, hidden=True)
 @click.option("--replicas", default=20, type=int, hidden=True, help="Simulated replicas for the band.")
 @click.option("--probe-level", default="quick", hidden=True)
 @click.option("--probe-rounds", default=3, type=int, hidden=True)
 @click.option("--timeout", "timeout_s", default=1800.0, type=float, hidden=True)
 def command(nodes, hostfile, netns_rate, optimizers, sparsity, model, steps, warmup_steps, batch, seq, frequency,
-            trace, tolerance, out, as_json, traces_dir, seed, replicas, probe_level, probe_rounds, timeout_s):
+            trace, tolerance, out, as_json, traces_dir, probe_during, seed, replicas, probe_level, probe_rounds, timeout_s):
     from asprof.traces.io import check_writable
     from asprof.validate.config import ValidateConfig
     from asprof.validate.report import render_json, render_text, write_outputs
@@ -72,7 +75,7 @@ def command(nodes, hostfile, netns_rate, optimizers, sparsity, model, steps, war
                          optimizers=optimizers, sparsity=sparsity, model=model, steps=steps, warmup_steps=warmup_steps,
                          batch=batch, seq=seq, frequency=frequency, trace=trace, tolerance=tolerance, out=out,
                          seed=seed, traces_dir=traces_dir, probe_level=probe_level, probe_rounds=probe_rounds,
-                         replicas=replicas, timeout_s=timeout_s)
+                         replicas=replicas, timeout_s=timeout_s, probe_during=probe_during)
     check_writable(f"{out}/validate.json")
     # SIGTERM unwinds like Ctrl-C, so the ranks are stopped and a namespace ring is removed
     import signal

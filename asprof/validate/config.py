@@ -40,6 +40,9 @@ class ValidateConfig:
     probe_level: str = "quick"
     probe_rounds: int = 3
     replicas: int = 20  # simulated repetitions for the p5-p95 band
+    # True: every rank measures the compute probes between its training steps (half the time),
+    # and each run is predicted from the records taken during it (asprof.probe.during)
+    probe_during: bool = False
     timeout_s: float = 1800.0
 
     def __post_init__(self):
@@ -88,6 +91,8 @@ class ValidateConfig:
             raise AsprofError(f"probe level must be full, quick or tiny, got {self.probe_level!r}")
         positive_int("probe_rounds", self.probe_rounds)
         positive_int("replicas", self.replicas, 2)
+        if self.probe_during and self.trace is not None:
+            raise AsprofError("--probe-during probes the cluster during every run itself: drop --trace")
         if not self.timeout_s > 0:
             raise AsprofError("--timeout must be positive")
         self.model_config()  # unknown preset / bad JSON: one line now

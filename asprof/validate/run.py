@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
@@ -105,7 +105,6 @@ def identity(cfg: ValidateConfig):
 def choose_trace(cfg: ValidateConfig, place: Placement, progress: Progress):
     """(trace, TraceChoice): --trace, the newest matching trace, or a new probe of the cluster."""
     from asprof.simulate.session import load_trace_spec
-    from asprof.traces.io import check_writable
     from asprof.validate.match import find_matching, mismatches
 
     want = identity(cfg)
@@ -122,17 +121,25 @@ def choose_trace(cfg: ValidateConfig, place: Placement, progress: Progress):
         return load_trace(found), TraceChoice(str(found), f"the newest trace in {cfg.traces_dir}/ that matches this cluster")
     reason = (f"the newest, {rejected[0][0].name}: {rejected[0][1][0]}" if rejected
               else f"{cfg.traces_dir}/ has no traces")
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    host = want.host.hostname if want.host else "cluster"
-    slug = "".join(c if c.isalnum() else "-" for c in place.link).strip("-")
-    path = Path(cfg.traces_dir) / f"{host}-{cfg.world_size}r-{slug}-{stamp}.json"
-    check_writable(path)
+    path = new_trace_path(cfg, place, want)
     progress(f"no trace in {cfg.traces_dir}/ matches this cluster ({reason}): probing it first "
              f"({cfg.world_size} rank(s), link {place.link}) -> {path}")
     from asprof.probe.cluster import probe_cluster
 
     trace = probe_cluster(place, path, level=cfg.probe_level, rounds=probe_rounds(cfg), progress=progress)
     return trace, TraceChoice(str(path), "probed now (no matching trace)", probed=True)
+
+
+def new_trace_path(cfg: ValidateConfig, place: Placement, want=None) -> Path:
+    from asprof.traces.io import check_writable
+
+    want = want or identity(cfg)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    host = want.host.hostname if want.host else "cluster"
+    slug = "".join(c if c.isalnum() else "-" for c in place.link).strip("-")
+    path = Path(cfg.traces_dir) / f"{host}-{cfg.world_size}r-{slug}-{stamp}.json"
+    check_writable(path)
+    return path
 
 
 MIN_REPEATS = 6
@@ -156,7 +163,7 @@ def train_config(cfg: ValidateConfig, optimizer: str):
                        nodes=1 if cfg.hostfile else k, hostfile=cfg.hostfile, timeout_s=cfg.timeout_s)
 
 
-def measure(cfg: ValidateConfig, place: Placement, optimizer: str, progress: Progress):
+def measure(cfg: ValidateConfig, place: Placement, optimizer: str, progress: Progress, probe_level: str | None = None):
     from asprof.cluster.launch import RankHost
     from asprof.train.runner import run_training
 
@@ -172,7 +179,42 @@ def measure(cfg: ValidateConfig, place: Placement, optimizer: str, progress: Pro
             last[0] = now
             progress(f"{optimizer}: {phase} step {step + 1}/{steps} ({dt * 1e3:.0f} ms, loss {loss:.3f})")
 
-    return run_training(tc, on_progress=on_progress, hosts=hosts)
+    return run_training(tc, on_progress=on_progress, hosts=hosts, probe_level=probe_level)
+
+
+def measure_probing(cfg: ValidateConfig, place: Placement, progress: Progress):
+    """``--probe-during``: every rank measures the compute probes between its training steps
+    (asprof.probe.during), and each run is predicted from the records taken during it together
+    with the ring (probed once, first). All records together are saved as one cluster trace.
+    Returns (runs, trace per optimizer, choice)."""
+    from asprof.probe.cluster import cluster_trace, probe_ring
+    from asprof.traces.io import save_trace
+    from asprof.traces.schema import Host, Record, Skip
+
+    path = new_trace_path(cfg, place)
+    ring, ring_skipped = [], []
+    if place.size > 1:
+        progress(f"probing the ring ({place.size} ranks, link {place.link})")
+        ring, ring_skipped = probe_ring(place, cfg.probe_level, progress)
+    runs, traces, everything, host, skipped = {}, {}, [], None, []
+    for i, o in enumerate(cfg.optimizers):
+        progress(f"{o}: training {cfg.steps} steps on {place.size} rank(s), interleaved with an instrumented pass "
+                 "and the compute probes")
+        r = runs[o] = measure(cfg, place, o, progress, probe_level=cfg.probe_level)
+        got = r.probed
+        recs = [Record.from_dict(d, d["probe"]) for d in got["records"]]
+        # rounds of different runs are different repeats
+        recs = [replace(x, params={**x.params, "round": 1000 * i + x.params.get("round", 0)}) for x in recs]
+        host, skipped = Host.from_dict(got["host"]), [Skip(**s) for s in got["skipped"]]
+        traces[o] = cluster_trace(place, host, recs + ring, skipped + ring_skipped,
+                                  f"measured between the {o} run's steps, level {cfg.probe_level}")
+        everything += recs
+        progress(f"{o}: {len(got['records'])} probe records between the steps "
+                 f"({got['probe_s']:.0f} s probing, {got['train_s']:.0f} s training)")
+    save_trace(cluster_trace(place, host, everything + ring, skipped + ring_skipped,
+                             f"measured between the steps of {len(runs)} training runs, level {cfg.probe_level}"), path)
+    how = "probed during every run: the compute probes between the training steps, each run predicted from its own"
+    return runs, traces, TraceChoice(str(path), how, probed=True)
 
 
 # -- 4. prediction ---------------------------------------------------------------------------------
@@ -227,15 +269,18 @@ def run_validation(cfg: ValidateConfig, progress: Progress = lambda msg: None) -
     start = time.monotonic()
     label = {o: spec_for(cfg, o).label for o in cfg.optimizers}
     with placement(cfg) as place:
-        trace, choice = choose_trace(cfg, place, progress)
-        runs = {}
-        for o in cfg.optimizers:
-            progress(f"{label[o]}: training {cfg.steps} steps on {place.size} rank(s), interleaved with an instrumented pass")
-            runs[o] = measure(cfg, place, o, progress)
+        if cfg.probe_during:
+            runs, traces, choice = measure_probing(cfg, place, progress)
+        else:
+            trace, choice = choose_trace(cfg, place, progress)
+            traces, runs = {o: trace for o in cfg.optimizers}, {}
+            for o in cfg.optimizers:
+                progress(f"{label[o]}: training {cfg.steps} steps on {place.size} rank(s), interleaved with an instrumented pass")
+                runs[o] = measure(cfg, place, o, progress)
     comparisons, training, notes = {}, {}, list(choice.warnings)
     for o in cfg.optimizers:
         progress(f"{label[o]}: simulating {cfg.replicas} replicas of the same {cfg.steps} steps")
-        replicas, phases, breakdown, sim_notes = predict_run(cfg, trace, o)
+        replicas, phases, breakdown, sim_notes = predict_run(cfg, traces[o], o)
         r = runs[o]
         comparisons[label[o]] = compare(label[o], r.step_time_s, replicas, cfg.warmup_steps,
                                         r.phases_s, phases, breakdown)
