@@ -3,9 +3,10 @@
 Grid: optimizers (adam, kpop, topkpop) × nodes × models × link rates, every cell one
 `asprof validate` comparison of the same N steps (the first W excluded). With one node there is
 no link, so a one-node cell is run once per model and shown for both rates. Every cluster
-(nodes, rate) is probed once — compute on every rank at once, then the ring — into
---traces-dir, and reused by both models (calibration only from the probe; nothing is fitted to
-the training runs).
+(nodes, rate) is probed — compute on every rank at once, then the ring — just before its cells,
+into a new directory per run (or reused from --traces-dir), and serves both models (calibration
+only from the probe; nothing is fitted to the training runs). Each pass lasts at least
+--min-seconds (more steps than --steps where the step is short).
 
 Prints every cell (measured and predicted mean step, the error of the mean and of the median,
 the fraction of measured steps inside the simulated p5-p95 band, the phase the simulator misses
@@ -14,7 +15,7 @@ and max |error| of the mean step, the pooled band fraction and that noise floor.
 Goals (issue 5): median <= 5 %, max <= 10 %, band >= 90 %. Needs root (namespaces); the load of
 the machine before and after is printed, since other programs change every timing.
 
-    sudo python benchmarks/bench_fidelity.py                 # the recorded grid (~50 min, 2 cores):
+    sudo python benchmarks/bench_fidelity.py                 # the recorded grid (~65 min, 2 cores):
                                                              # models tiny and kpop-1.7m, rates 200, 2000
     python benchmarks/bench_fidelity.py --quick              # 1-2 nodes, tiny only, a smoke run
 """
@@ -142,13 +143,35 @@ def steps_for(cfg: ValidateConfig, min_seconds: float, max_steps: int) -> int:
     from asprof.validate.match import find_matching
     from asprof.validate.run import identity, predict_run
 
-    found, _ = find_matching(cfg.traces_dir, identity(cfg))
+    want, found = identity(cfg), None
+    # any probe of this cluster serves to size the run (it only picks the step count): this
+    # run's, else the newest earlier run's
+    for where in [cfg.traces_dir] + sorted((str(d) for d in Path("bench-traces").glob("*/") if d.is_dir()),
+                                           reverse=True) + ["bench-traces"]:
+        found, _ = find_matching(where, want)
+        if found is not None:
+            break
     if found is None or min_seconds <= 0:
         return cfg.steps
     trace = load_trace(found)
     probe = dataclasses.replace(cfg, replicas=2)
     fastest = min(statistics.fmean(predict_run(probe, trace, o)[0][0][cfg.warmup_steps:]) for o in cfg.optimizers)
     return max(cfg.steps, min(max_steps, cfg.warmup_steps + int(min_seconds / fastest + 0.999)))
+
+
+def probe_cluster(cfg: ValidateConfig, max_busy: float) -> None:
+    """Probe the cluster of ``cfg`` now (compute on every rank at once, then the ring), into
+    cfg.traces_dir: its cells follow right after. This VM's speed for the same work drifts by
+    20 % and more within hours (a probe taken at 08:08 predicted the tiny model's Adam step at
+    106 ms: 101 ms measured at 08:40, 133 ms at 10:05), so a probe taken long before the cells it
+    calibrates mixes that drift into the error."""
+    from asprof.validate.run import choose_trace, placement
+
+    wait_quiet(max_busy, 900)
+    start = time.monotonic()
+    with placement(cfg) as place:
+        _, choice = choose_trace(cfg, place, lambda m: None)
+    print(f"  probed {cfg.world_size} rank(s), {place.link}: {choice.path} ({time.monotonic() - start:.0f} s)", flush=True)
 
 
 def wait_quiet(max_cores: float, patience_s: float) -> float:
@@ -172,8 +195,13 @@ def main(argv=None) -> int:
     ap.add_argument("--min-seconds", type=float, default=20.0,
                     help="more steps than --steps where needed so that each pass lasts about this long (0: never)")
     ap.add_argument("--max-steps", type=int, default=400)
+    ap.add_argument("--probe-during", action="store_true",
+                    help="asprof validate --probe-during: the compute probes measured between the training steps, "
+                         "each run predicted from its own")
     ap.add_argument("--warmup-steps", type=int, default=4)
-    ap.add_argument("--traces-dir", default="bench-traces")
+    ap.add_argument("--traces-dir", default=None,
+                    help="reuse the cluster probes in this directory (default: probe every cluster afresh, just "
+                         "before its cells, into bench-traces/<time of the run>/)")
     ap.add_argument("--out", default="bench-fidelity")
     ap.add_argument("--quick", action="store_true", help="nodes 1,2, tiny, one rate: a smoke run")
     ap.add_argument("--max-busy", type=float, default=0.25, help="wait while other processes use more cores than this")
@@ -191,6 +219,13 @@ def main(argv=None) -> int:
     optimizers = tuple(args.optimizers.split(","))
     print(f"bench_fidelity: nodes {nodes}, models {models}, rates {rates} Mbit/s, {args.steps} steps "
           f"(first {args.warmup_steps} excluded); {load()}", flush=True)
+    # SIGTERM unwinds like Ctrl-C: the ranks are stopped and a namespace ring is removed
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+    fresh = args.traces_dir is None
+    if fresh:
+        args.traces_dir = time.strftime("bench-traces/%Y%m%dT%H%M%SZ", time.gmtime())
     cells, t0 = [], time.monotonic()
     wait_quiet(args.max_busy, 900)
     canary()  # the first call in a process runs slow
@@ -198,11 +233,14 @@ def main(argv=None) -> int:
     print(f"canary (machine speed reference): {base * 1e3:.2f} ms", flush=True)
     for k in nodes:
         for rate in (rates[:1] if k == 1 else rates):
+            if fresh and not args.probe_during:
+                probe_cluster(ValidateConfig(nodes=k, netns_rate=rate, traces_dir=args.traces_dir), args.max_busy)
             for model in models:
                 batch, seq = MODELS.get(model, (4, 64))
                 cfg = ValidateConfig(nodes=k, netns_rate=rate, optimizers=optimizers, model=model, batch=batch, seq=seq,
                                      steps=args.steps, warmup_steps=args.warmup_steps, traces_dir=args.traces_dir,
-                                     out=f"{args.out}/{model}-{k}n-{rate:g}")
+                                     out=f"{args.out}/{model}-{k}n-{rate:g}",
+                                     probe_during=args.probe_during)
                 cfg = dataclasses.replace(cfg, steps=steps_for(cfg, args.min_seconds, args.max_steps))
                 for attempt in range(args.retries + 1):
                     wait_quiet(args.max_busy, 900)
