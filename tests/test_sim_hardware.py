@@ -238,3 +238,35 @@ def test_the_step_speed_factor_is_shared_by_ranks_on_one_host_and_keeps_the_mean
                     SimConfig(steps=200, seed=3, collapse="never")).results[0]
     # a synchronous step waits for the slower host: independent draws cost more than a shared one
     assert apart.mean_s > 1.1 * shared.mean_s
+
+
+def test_a_ring_emulated_on_the_host_takes_the_steps_speed_factor():
+    from dataclasses import replace as rep
+
+    import numpy as np
+
+    from asprof.presets import PRESETS
+    from asprof.simulate import Cluster, OptimizerSpec, SimConfig, Workload, predict
+
+    base = make_trace(accelerator="none")
+    assert not HardwareModel.from_trace(base).link_on_host  # the ring's records name no link
+
+    def labelled(link):
+        return Trace(host=base.host, records=tuple(rep(r, params={**r.params, "link": link}) if r.probe == "allreduce" else r
+                                                   for r in base.records))
+
+    assert HardwareModel.from_trace(labelled("loopback")).link_on_host
+    assert HardwareModel.from_trace(labelled("netns 200 Mbit/s")).link_on_host
+    assert not HardwareModel.from_trace(labelled("hostfile a,b")).link_on_host
+    det_hw = HardwareModel.from_trace(base)
+    wl, spec = Workload(PRESETS["tiny"], 2, 16), [OptimizerSpec("adam")]
+    det = predict(wl, spec, Cluster(2, det_hw), SimConfig(steps=60, variance=False)).results[0]
+    ratios = {}
+    for on_host in (True, False):
+        hw = HardwareModel(**{**det_hw.__dict__, "noise": {"state": (0.5, 1.5)}, "link_on_host": on_host})
+        run = predict(wl, spec, Cluster(2, hw), SimConfig(steps=60, seed=3, collapse="never")).results[0]
+        ratios[on_host] = np.array(run.step_times_s[1:]) / det.step_times_s[1]
+    # on the host everything in the step (compute and ring) scales with the one factor ...
+    assert set(np.round(ratios[True], 6)) == {0.5, 1.5}
+    # ... across real links the ring does not, so the slow steps are less than 1.5x
+    assert ratios[False].max() < 1.5 - 1e-3 and ratios[False].min() > 0.5 + 1e-3

@@ -94,3 +94,11 @@ def test_cli_bad_flags_give_one_line_and_exit_2(args, msg, capsys, tmp_path):
     assert rc == 2 and captured.out == ""
     assert msg in captured.err and "Traceback" not in captured.err
     assert len(captured.err.strip().splitlines()) == 1
+
+
+def test_the_instrumented_pass_is_interleaved_step_by_step():
+    seen = []
+    run_training(replace(TINY, steps=3, instrument=True),
+                 on_progress=lambda phase, step, steps, loss, dt: seen.append((phase, step)))
+    assert seen == [("train", 0), ("instrumented", 0), ("train", 1), ("instrumented", 1),
+                    ("train", 2), ("instrumented", 2)]
