@@ -15,8 +15,10 @@ and max |error| of the mean step, the pooled band fraction and that noise floor.
 Goals (issue 5): median <= 5 %, max <= 10 %, band >= 90 %. Needs root (namespaces); the load of
 the machine before and after is printed, since other programs change every timing.
 
-    sudo python benchmarks/bench_fidelity.py                 # the recorded grid (~65 min, 2 cores):
+    sudo python benchmarks/bench_fidelity.py --probe-during --min-seconds 15
+                                                             # the recorded grid (71 min on 2 cores):
                                                              # models tiny and kpop-1.7m, rates 200, 2000
+    sudo python benchmarks/bench_fidelity.py                 # each cluster probed just before its cells
     python benchmarks/bench_fidelity.py --quick              # 1-2 nodes, tiny only, a smoke run
 """
 
