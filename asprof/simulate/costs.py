@@ -238,7 +238,6 @@ def plan_step(workload: Workload, spec: OptimizerSpec, nodes: int) -> StepPlan:
         return StepPlan(**common, grad_arrays=grads, update=tuple(update.compiled),
                         update_eager=tuple(update.eager), memory=memory)
 
-    shapes = {name + ".weight": (r, c) for name, r, c in cfg.linear_shapes()}
     factors, ema, eig, signs, power_pre, power_cpu, power_post, project = [], [], [], [], [], [], [], []
     factor_arrays, grad_arrays, kfac_grad = [], [], 0
     for name, r, c in cfg.linear_shapes():

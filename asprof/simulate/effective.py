@@ -13,8 +13,6 @@ curves are read at the edge (session.py).
 
 from __future__ import annotations
 
-import math
-
 SMOOTH = 10  # trailing mean over this many steps for training-loss curves (they are noisy)
 
 

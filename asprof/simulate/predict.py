@@ -70,7 +70,7 @@ def predict(workload: Workload, optimizers, cluster: Cluster, sim: SimConfig = S
         raise AsprofError("no optimizer to simulate")
     has_noise = sim.variance and any(cluster.node(r).hardware.noise for r in _distinct_ranks(cluster))
     notes = []
-    results, timelines = [], []
+    results = []
     for spec in specs:
         if sim.collapse == "always":
             collapsed = True

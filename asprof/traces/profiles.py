@@ -13,7 +13,6 @@ The JSON files under ``profiles/`` are generated from :data:`CHIPS` and :data:`C
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
