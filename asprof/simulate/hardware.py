@@ -122,21 +122,26 @@ def _rel_samples(records) -> tuple[tuple[float, tuple[float, ...]], ...]:
 
 
 def _state_spread(records) -> tuple[float, ...]:
-    """How the machine's speed varies between repeats of one measurement (a cluster probe's
-    ranks and rounds, minutes apart): each repeat's median over the mean of its repeats, pooled
-    over all repeated measurements of at least a millisecond (shorter ones are dominated by
-    sync jitter). Mean 1 by construction. Empty when nothing was repeated."""
+    """How fast the machine is at a random moment, relative to its average: every sample of
+    every repeated measurement of at least a millisecond (a cluster probe's ranks and rounds,
+    or the rounds measured between a run's training steps) over the mean of all that
+    measurement's samples, pooled. The spread between repeats (minutes apart) and within them
+    (back to back) together, at the millisecond scale of a step's kernels and hand-offs: on a
+    shared VM a training step of 0.1-1.7 s varied from step to step (cv 0.07-0.26) like such a
+    kernel does and far more than an equally long GEMM (cv 0.03-0.1), in spells longer than a
+    step (docs/validate.md §6.2). Mean 1 by construction. Empty when nothing was repeated."""
     groups: dict = {}
     for r in records:
-        if r.timing is not None and r.timing.median_s >= 1e-3:
+        if r.timing is not None and r.timing.median_s >= 1e-3 and r.timing.samples_s:
             key = (r.probe, r.op, r.dtype, r.framework, r.device,
                    tuple(sorted((k, str(v)) for k, v in r.params.items() if k not in ("rank", "ranks", "round"))))
-            groups.setdefault(key, []).append(r.timing.median_s)
+            groups.setdefault(key, []).append(r.timing.samples_s)
     out = []
-    for times in groups.values():
-        if len(times) >= 2:
-            m = fmean(times)
-            out += [t / m for t in times]
+    for repeats in groups.values():
+        if len(repeats) >= 2:
+            samples = [s for rep in repeats for s in rep]
+            m = fmean(samples)
+            out += [s / m for s in samples]
     return tuple(out)
 
 
