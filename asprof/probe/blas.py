@@ -13,6 +13,9 @@ For every backend and dtype (float32 / float16 / bfloat16) it sweeps sizes upwar
   layer's forward is x·Wᵀ, its weight gradient dYᵀ·X). The layout can halve the rate: MLX's
   Linux wheel's reference BLAS runs A·Bᵀ at about half the rate of A·B.
 
+* ``matmul_shape`` (MLX, float32): a grid of rectangular shapes in the three layouts, timed in a
+  graph (asprof.probe.blas_shapes), because a step's GEMMs are not square.
+
 Metrics: ``flop``, ``time_s`` (median) and ``flops_per_s`` = flop / median (decimal units when
 shown). Square single matmuls (all three layouts) are also timed *inside a graph*: a chain of
 ``params.chain`` dependent products y ← y·B (y·Bᵀ, yᵀ·B) evaluated once, ``in_graph_s`` = median
@@ -24,6 +27,7 @@ measured on smaller sizes, is skipped with the estimate as the reason.
 
 from __future__ import annotations
 
+from asprof.probe import blas_shapes
 from asprof.probe.backends import DTYPES, Backend, dtype_supported
 from asprof.probe.context import ProbeContext, slow_reason, too_slow
 from asprof.probe.harness import per_second
@@ -174,4 +178,6 @@ def run(ctx: ProbeContext) -> list[Record | Skip]:
                     last_s = rec.metrics["time_s"]
                     ctx.progress(f"{backend.name} {what}: {rec.metrics['flops_per_s'] / 1e9:.3g} GFLOP/s")
                     out.append(rec)
+            if backend.framework == "mlx" and dtype == "float32":
+                out += blas_shapes.run(ctx, backend)
     return out

@@ -2,7 +2,10 @@
 
 Every cost comes from the trace's records, never from a constant peak:
 
-* ``gemm_time(m, n, k, batch, dtype, layout)``: the measured matmul times of that dtype on MLX's
+* ``gemm_work(m, n, k, batch, dtype, layout)``: where the trace has the blas probe's shape grid
+  (op ``matmul_shape``, float32), the in-graph time interpolated between the measured shapes of
+  that layout (asprof.simulate.gemm_grid): a BLAS's rate depends on the shape, not only on the
+  flop count. Otherwise the measured matmul times of that dtype on MLX's
   accelerator device, interpolated log-log over the flop count (which is the same as
   interpolating the throughput log-log over size), with a memory floor ``bytes / best
   bandwidth`` for skinny shapes the square sweep does not cover. Transposed operand layouts
@@ -40,6 +43,7 @@ from dataclasses import dataclass, field
 from statistics import fmean, median
 
 from asprof.errors import MissingProbeError
+from asprof.simulate.gemm_grid import ShapeGrid
 from asprof.traces.schema import Record, Trace
 
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
@@ -170,6 +174,7 @@ class HardwareModel:
     gemm: dict = field(default_factory=dict)  # dtype -> Curve over flop (A·B)
     gemm_layouts: dict = field(default_factory=dict)  # (dtype, "nt" | "tn") -> Curve over flop
     gemm_graph: dict = field(default_factory=dict)  # (dtype, layout) -> Curve of in-graph work over flop
+    gemm_shapes: dict = field(default_factory=dict)  # layout -> ShapeGrid of float32 in-graph time over (m, n, k)
     membw_accel: Curve | None = None  # over bytes moved
     membw_cpu: Curve | None = None
     best_bw_Bps: float | None = None
@@ -254,6 +259,20 @@ class HardwareModel:
                 pts = [(f, t) for f, t in pts if f and t]
                 if pts:
                     gemm_layouts[(dtype, layout)] = Curve.fit(pts, power=1.0)
+        gemm_shapes = {}
+        shape_recs = [r for r in trace.probe("blas", op="matmul_shape", framework="mlx", device=accel_device)
+                      if r.dtype == "float32" and r.metrics.get("in_graph_s")]
+        for layout in LAYOUTS:
+            grid = ShapeGrid.fit([(r.params.get("m", 0), r.params.get("n", 0), r.params.get("k", 0), r.metrics["in_graph_s"])
+                                  for r in shape_recs if r.params.get("layout") == layout])
+            if grid is not None:
+                gemm_shapes[layout] = grid
+        if gemm_shapes:
+            sources["gemm shapes"] = _origin_note(shape_recs)
+        elif gemm and trace.origin == "measured":
+            notes.append("no GEMM shape grid (blas op matmul_shape): a GEMM costs what a square one of the same flop "
+                         "costs, which a BLAS's rate at a step's tall-skinny shapes can differ from by ±30 % "
+                         "(re-run `asprof probe`)")
         if gemm and not gemm_layouts and trace.origin == "measured":
             notes.append("no transposed-layout matmul measurements (blas ops matmul_nt/matmul_tn): every GEMM "
                          "costs what A·B costs, which some BLAS libraries do not (re-run `asprof probe`)")
@@ -368,6 +387,7 @@ class HardwareModel:
         return cls(
             name=name, chip=host.chip, accelerator=host.accelerator, accel_device=accel_device,
             memory_bytes=host.memory_bytes, gemm=gemm, gemm_layouts=gemm_layouts, gemm_graph=gemm_graph,
+            gemm_shapes=gemm_shapes,
             membw_accel=membw_accel, membw_cpu=membw_cpu,
             best_bw_Bps=best_bw, exp_curve=exp_curve, membw_graph=membw_graph, launch=launch, dispatch=dispatch, linalg=linalg, alpha=alpha, beta=beta,
             link_includes_reduction=link_includes_reduction, allreduce_curves=allreduce_curves,
@@ -408,9 +428,14 @@ class HardwareModel:
 
     def gemm_work(self, m: int, n: int, k: int, batch: int = 1, dtype: str = "float32", layout: str = "nn") -> float:
         """Seconds of work of one (batched) GEMM (m×k)·(k×n) with operands stored as ``layout``
-        inside a graph, at least its memory traffic at the best measured bandwidth (skinny
-        shapes the sweep lacks)."""
-        t = self.flop_work(2.0 * m * n * k * batch, dtype, layout)
+        inside a graph: from the shape grid where the trace has one (float32; a batched GEMM
+        costs ``batch`` of its matrices), else from the square sweep's time at the same flop
+        count; at least its memory traffic at the best measured bandwidth."""
+        grid = self.gemm_shapes.get(layout) if dtype == "float32" else None
+        if grid is not None:
+            t = batch * grid(m, n, k)
+        else:
+            t = self.flop_work(2.0 * m * n * k * batch, dtype, layout)
         if self.best_bw_Bps:
             t = max(t, ITEMSIZE.get(dtype, 4) * batch * (m * k + k * n + m * n) / self.best_bw_Bps)
         return t
