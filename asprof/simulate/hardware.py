@@ -127,13 +127,15 @@ def _rel_samples(records) -> tuple[tuple[float, tuple[float, ...]], ...]:
 
 def _state_spread(records) -> tuple[float, ...]:
     """How fast the machine is at a random moment, relative to its average: every sample of
-    every repeated measurement of at least a millisecond (a cluster probe's ranks and rounds,
-    or the rounds measured between a run's training steps) over the mean of all that
-    measurement's samples, pooled. The spread between repeats (minutes apart) and within them
-    (back to back) together, at the millisecond scale of a step's kernels and hand-offs: on a
+    every measurement of at least a millisecond, over the mean of all that measurement's samples
+    (in all its repeats: a cluster probe's ranks and rounds, or the rounds measured between a
+    run's training steps), pooled. The spread within repeats (back to back) and between them
+    (minutes apart) together, at the millisecond scale of a step's kernels and hand-offs: on a
     shared VM a training step of 0.1-1.7 s varied from step to step (cv 0.07-0.26) like such a
     kernel does and far more than an equally long GEMM (cv 0.03-0.1), in spells longer than a
-    step (docs/validate.md §6.2). Mean 1 by construction. Empty when nothing was repeated."""
+    step (docs/validate.md §6.2). A measurement measured once still counts with its samples (a
+    probe between short runs may complete one round only). Mean 1 by construction; empty when
+    no such measurement has two samples."""
     groups: dict = {}
     for r in records:
         if r.timing is not None and r.timing.median_s >= 1e-3 and r.timing.samples_s:
@@ -142,8 +144,8 @@ def _state_spread(records) -> tuple[float, ...]:
             groups.setdefault(key, []).append(r.timing.samples_s)
     out = []
     for repeats in groups.values():
-        if len(repeats) >= 2:
-            samples = [s for rep in repeats for s in rep]
+        samples = [s for rep in repeats for s in rep]
+        if len(samples) >= 2:
             m = fmean(samples)
             out += [s / m for s in samples]
     return tuple(out)
