@@ -5,8 +5,9 @@ from __future__ import annotations
 
 def si(value: float, unit: str) -> str:
     """Decimal (SI) prefixes: 4.1 GFLOP/s, 12 GB/s."""
+    shown = abs(float(f"{value:.3g}"))  # 999.97 shows as 1e+03: take the prefix of the rounded value
     for prefix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= scale:
+        if shown >= scale:
             return f"{value / scale:.3g} {prefix}{unit}"
     return f"{value:.3g} {unit}"
 
@@ -20,9 +21,10 @@ def seconds(value: float, digits: int = 3) -> str:
     """Seconds in s, ms or us with ``digits`` significant digits; exactly zero is "0"."""
     if value == 0:
         return "0"
-    if abs(value) >= 1:
+    shown = abs(float(f"{value:.{digits}g}"))  # the prefix of the rounded value (0.99997 s is 1 s)
+    if shown >= 1:
         return f"{value:.{digits}g} s"
-    if abs(value) >= 1e-3:
+    if shown >= 1e-3:
         return f"{value * 1e3:.{digits}g} ms"
     return f"{value * 1e6:.{digits}g} us"
 

@@ -76,8 +76,28 @@ def test_summary_shows_every_section():
         assert needle in text, needle
 
 
+def test_summary_shows_the_layouts_and_the_shape_grids_spread():
+    from dataclasses import replace
+
+    base = synthetic_trace()
+    grid = [Record("blas", "matmul_shape", "mlx", "cpu", "float32", {"m": m, "n": n, "k": k, "layout": "tn", "count": 1},
+                   {"flop": 2.0 * m * n * k, "in_graph_s": 2.0 * m * n * k / rate, "flops_per_s": rate})
+            for (m, n, k), rate in (((16, 16, 16), 1e9), ((16, 64, 16), 2e9), ((64, 64, 16), 3e9))]
+    text = render_summary(replace(base, records=base.records + tuple(grid)))
+    assert "GEMMs inside a graph" in text and "grid of 3 shapes" in text
+    row = next(line for line in text.splitlines() if "grid of 3 shapes" in line).split()
+    assert row[:2] == ["tn", "mlx/cpu"]
+    assert " ".join(row[6:]) == "1 GFLOP/s (16x16x16) 2 GFLOP/s (16x64x16) 3 GFLOP/s (64x64x16)"
+    assert "GEMMs inside a graph" not in render_summary(base)  # nothing timed in a graph: no section
+
+
 def test_si_units_are_decimal():
     assert si(4.2e9, "FLOP/s") == "4.2 GFLOP/s" and si(1.5e12, "B/s") == "1.5 TB/s" and si(12, "B/s") == "12 B/s"
+    # the prefix is the rounded value's: 999.97 M is shown as 1 G, not "1e+03 M"
+    assert si(999.97e6, "FLOP/s") == "1 GFLOP/s" and si(999.4e6, "FLOP/s") == "999 MFLOP/s"
+    from asprof.units import seconds
+
+    assert seconds(0.99997) == "1 s" and seconds(0.0009999) == "1 ms" and seconds(0.25) == "250 ms"
 
 
 def test_plots_are_written_for_every_probe(tmp_path):

@@ -120,7 +120,34 @@ def _blas(recs: list[Record]) -> str:
         rows = [[s] + [cells[s].get(c, DASH) for c in cols] for s in sorted(shapes, key=_shape_key)]
         header = [op] + [f"{b} {d or ''}".strip() for b, d in cols]
         out.append(table(header, rows))
+    layouts = _layouts(recs)
+    if layouts:
+        out.append(layouts)
     return "\n".join(out)
+
+
+def _layouts(recs: list[Record]) -> str:
+    """The operand layouts: per layout and backend, the square sweep's in-graph rates and the
+    spread of the shape grid's (slowest, median, fastest shape)."""
+    rows = []
+    by: dict = defaultdict(list)
+    for r in recs:
+        if r.op in ("matmul", "matmul_nt", "matmul_tn", "matmul_shape") and r.dtype == "float32" and r.metrics.get("in_graph_s"):
+            layout = r.params.get("layout") or {"matmul": "nn", "matmul_nt": "nt", "matmul_tn": "tn"}[r.op]
+            by[(layout, _backend(r), r.op == "matmul_shape")].append(r)
+    for (layout, backend, grid), rs in sorted(by.items()):
+        rated = sorted(rs, key=lambda r: r.metrics["flop"] / r.metrics["in_graph_s"])
+
+        def cell(r):
+            p = r.params
+            return f"{si(r.metrics['flop'] / r.metrics['in_graph_s'], 'FLOP/s')} ({p['m']}x{p['n']}x{p['k']})"
+
+        what = f"grid of {len({(r.params['m'], r.params['n'], r.params['k']) for r in rs})} shapes" if grid else "square sweep"
+        rows.append([layout, backend, what, cell(rated[0]), cell(rated[len(rated) // 2]), cell(rated[-1])])
+    if not rows:
+        return ""
+    return ("GEMMs inside a graph, float32, by operand layout (nn A·B, nt A·Bᵀ, tn Aᵀ·B; m x n x k)\n"
+            + table(["layout", "backend", "measured", "slowest", "median", "fastest"], rows))
 
 
 def _shape(r: Record) -> str:
