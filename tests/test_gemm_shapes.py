@@ -1,6 +1,7 @@
 """The GEMM shape grid: the blas probe's ``matmul_shape`` records and the simulator's
 interpolation between them (asprof.probe.blas_shapes, asprof.simulate.gemm_grid)."""
 
+import json
 import math
 
 import pytest
@@ -69,8 +70,13 @@ def shape_records(f, layouts=("nn", "nt", "tn"), dev="gpu"):
 def test_the_hardware_model_prices_a_gemm_from_its_layouts_grid():
     base = make_trace()
     plain = HardwareModel.from_trace(base)
-    assert not plain.gemm_shapes and any("matmul_shape" in n for n in plain.notes)
-    hw = HardwareModel.from_trace(Trace(host=base.host, records=base.records + shape_records(power_law, ("nn", "nt"))))
+    asked = HardwareModel.from_trace(base, gemm_shapes=True)
+    assert not plain.gemm_shapes and not any("matmul_shape" in n for n in plain.notes)
+    assert not asked.gemm_shapes and any("matmul_shape" in n for n in asked.notes)
+    with_grid = Trace(host=base.host, records=base.records + shape_records(power_law, ("nn", "nt")))
+    # opt-in: by default the square sweep prices every GEMM, grid or not
+    assert HardwareModel.from_trace(with_grid).gemm_work(512, 64, 128) == plain.gemm_work(512, 64, 128)
+    hw = HardwareModel.from_trace(with_grid, gemm_shapes=True)
     assert set(hw.gemm_shapes) == {"nn", "nt"} and not any("matmul_shape" in n for n in hw.notes)
     # big enough that the memory floor does not bind
     assert hw.gemm_work(512, 64, 128) == pytest.approx(power_law(512, 64, 128), rel=1e-9)
@@ -115,3 +121,30 @@ def test_the_products_have_each_layouts_operands_and_give_the_right_result():
             want = (a.T if layout == "tn" else a) @ (b.T if layout == "nt" else b)
             np.testing.assert_allclose(np.array(out), want, rtol=1e-5, atol=1e-5)
         assert not np.allclose(np.array(outs[0]), np.array(outs[1]))  # distinct operands: nothing merged
+
+
+def test_simulate_uses_the_grid_only_when_asked(fresh, capsys):
+    """`asprof simulate --gemm-shapes` prices GEMMs from the grid (here 10× the power law, far
+    from the square sweep); without the flag the grid is ignored; asked for without a grid, a note."""
+    from helpers import run_simulate
+
+    from asprof.traces import save_trace
+
+    base = make_trace()
+    slow = lambda m, n, k: 10 * power_law(m, n, k)  # noqa: E731
+    save_trace(Trace(host=base.host, records=base.records + shape_records(slow)), fresh / "grid.json")
+    save_trace(base, fresh / "plain.json")
+    args = ("--nodes", "1", "--model", "tiny", "--batch", "2", "--steps", "3", "--no-variance", "--optimizer", "adam",
+            "--json")
+
+    def compute(trace, *flag):
+        rc, out, err = run_simulate(capsys, "--trace", trace, *args, *flag)
+        assert rc == 0, err
+        (run,) = json.loads(out)["runs"]
+        return run["results"][0]["breakdown_s"]["compute"], run["notes"]
+
+    square, _ = compute("grid.json")
+    assert square == compute("plain.json")[0]
+    shaped, notes = compute("grid.json", "--gemm-shapes")
+    assert shaped > 2 * square and not any("matmul_shape" in n for n in notes)
+    assert any("matmul_shape" in n for n in compute("plain.json", "--gemm-shapes")[1])

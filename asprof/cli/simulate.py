@@ -107,6 +107,9 @@ Examples:
               help="Slow node NODE by FACTOR (NODE=F or NODE.gpu|cpu|link=F); repeatable.")
 @click.option("--node-trace", "node_traces", multiple=True, callback=_node_traces,
               help="Give node NODE its own trace (NODE=TRACE); repeatable.")
+@click.option("--gemm-shapes", is_flag=True,
+              help="Price each GEMM from the trace's shape grid (measured by `asprof probe` without --quick) "
+                   "instead of the square sweep at the same flop count. Experimental: see docs/validate.md §6.3.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.option("--timeline", type=click.Path(dir_okay=False), default=None,
               help="Write a Chrome-trace JSON timeline (Perfetto) to this file.")
@@ -114,8 +117,8 @@ Examples:
               help="Where to write the sweep plot [default: simulate_sweep.png for sweeps].")
 @click.option("--no-plot", is_flag=True, help="Do not write the sweep plot.")
 def command(nodes, sparsity, optimizers, trace, model, batch, global_batch, seq, dtype, frequency, warmup, eig_method,
-            interval, rank, speedups, loss_curves, steps, seed, no_variance, link, slowdowns, node_traces, as_json,
-            timeline, plot, no_plot):
+            interval, rank, speedups, loss_curves, steps, seed, no_variance, link, slowdowns, node_traces, gemm_shapes,
+            as_json, timeline, plot, no_plot):
     from asprof.simulate.report import render_json, render_text
     from asprof.simulate.session import SimulateConfig, run_simulation
 
@@ -123,7 +126,7 @@ def command(nodes, sparsity, optimizers, trace, model, batch, global_batch, seq,
                          batch=batch, global_batch=global_batch, seq=seq, dtype=dtype, frequency=frequency, warmup=warmup,
                          eig_method=eig_method, steps=steps, seed=seed, variance=not no_variance, link=link,
                          slowdowns=slowdowns, node_traces=node_traces, interval=interval, rank=rank,
-                         speedups=speedups, loss_curves=loss_curves)
+                         speedups=speedups, loss_curves=loss_curves, gemm_shapes=gemm_shapes)
     if timeline and cfg.is_sweep:
         raise AsprofError("--timeline needs one node count and one sparsity (not a sweep)")
     report = run_simulation(cfg, timeline=bool(timeline))

@@ -2,10 +2,7 @@
 
 Every cost comes from the trace's records, never from a constant peak:
 
-* ``gemm_work(m, n, k, batch, dtype, layout)``: where the trace has the blas probe's shape grid
-  (op ``matmul_shape``, float32), the in-graph time interpolated between the measured shapes of
-  that layout (asprof.simulate.gemm_grid): a BLAS's rate depends on the shape, not only on the
-  flop count. Otherwise the measured matmul times of that dtype on MLX's
+* ``gemm_work(m, n, k, batch, dtype, layout)``: the measured matmul times of that dtype on MLX's
   accelerator device, interpolated log-log over the flop count (which is the same as
   interpolating the throughput log-log over size), with a memory floor ``bytes / best
   bandwidth`` for skinny shapes the square sweep does not cover. Transposed operand layouts
@@ -13,6 +10,11 @@ Every cost comes from the trace's records, never from a constant peak:
   the trace measured them (a BLAS may run them at a different rate), else the "nn" one. Where
   the blas records also hold ``in_graph_s`` (a GEMM's time inside a chain evaluated once) that
   *is* the work of a GEMM inside a step, and it is used instead of "synced time less a launch";
+  with ``gemm_shapes=True`` (opt-in) and the blas probe's shape grid in the trace (op
+  ``matmul_shape``, float32, measured by ``asprof probe`` without ``--quick``), the in-graph time
+  interpolated between the measured shapes of that layout instead (asprof.simulate.gemm_grid).
+  It is not the default because on the 2-core validation machine it predicted worse, not better
+  (docs/validate.md §6.3);
 * ``elementwise_time(bytes_moved, device)``: the membw copy/triad times over bytes moved (their
   in-graph chain times where measured, as for GEMMs);
 * ``exp_work(elements)``: the membw ``exp`` times over elements: transcendentals (softmax,
@@ -209,12 +211,14 @@ class HardwareModel:
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_trace(cls, trace: Trace, link_from: Trace | None = None, rank: int | None = None) -> "HardwareModel":
+    def from_trace(cls, trace: Trace, link_from: Trace | None = None, rank: int | None = None,
+                   gemm_shapes: bool = False) -> "HardwareModel":
         """Fit the cost functions of ``trace``. ``link_from`` supplies α/β when ``trace`` has
         no all-reduce fit (reported in :attr:`notes`). A cluster probe (asprof.probe.cluster)
         has every compute record once per rank (``params.rank``) and round: by default each
         size's time is the median over all of them; ``rank`` keeps only that rank's records (a
-        node of a heterogeneous cluster)."""
+        node of a heterogeneous cluster). ``gemm_shapes`` prices GEMMs from the trace's shape
+        grid (see the module docstring)."""
         if rank is not None:
             from dataclasses import replace
 
@@ -261,20 +265,20 @@ class HardwareModel:
                 pts = [(f, t) for f, t in pts if f and t]
                 if pts:
                     gemm_layouts[(dtype, layout)] = Curve.fit(pts, power=1.0)
-        gemm_shapes = {}
-        shape_recs = [r for r in trace.probe("blas", op="matmul_shape", framework="mlx", device=accel_device)
-                      if r.dtype == "float32" and r.metrics.get("in_graph_s")]
-        for layout in LAYOUTS:
-            grid = ShapeGrid.fit([(r.params.get("m", 0), r.params.get("n", 0), r.params.get("k", 0), r.metrics["in_graph_s"])
-                                  for r in shape_recs if r.params.get("layout") == layout])
-            if grid is not None:
-                gemm_shapes[layout] = grid
+        grids = {}
         if gemm_shapes:
-            sources["gemm shapes"] = _origin_note(shape_recs)
-        elif gemm and trace.origin == "measured":
-            notes.append("no GEMM shape grid (blas op matmul_shape): a GEMM costs what a square one of the same flop "
-                         "costs, which a BLAS's rate at a step's tall-skinny shapes can differ from by ±30 % "
-                         "(re-run `asprof probe`)")
+            shape_recs = [r for r in trace.probe("blas", op="matmul_shape", framework="mlx", device=accel_device)
+                          if r.dtype == "float32" and r.metrics.get("in_graph_s")]
+            for layout in LAYOUTS:
+                grid = ShapeGrid.fit([(r.params.get("m", 0), r.params.get("n", 0), r.params.get("k", 0),
+                                       r.metrics["in_graph_s"]) for r in shape_recs if r.params.get("layout") == layout])
+                if grid is not None:
+                    grids[layout] = grid
+            if grids:
+                sources["gemm shapes"] = _origin_note(shape_recs)
+            else:
+                notes.append("GEMM shapes asked for, but the trace has no shape grid (blas op matmul_shape): a GEMM "
+                             "costs what a square one of the same flop costs (`asprof probe` without --quick measures it)")
         if gemm and not gemm_layouts and trace.origin == "measured":
             notes.append("no transposed-layout matmul measurements (blas ops matmul_nt/matmul_tn): every GEMM "
                          "costs what A·B costs, which some BLAS libraries do not (re-run `asprof probe`)")
@@ -389,7 +393,7 @@ class HardwareModel:
         return cls(
             name=name, chip=host.chip, accelerator=host.accelerator, accel_device=accel_device,
             memory_bytes=host.memory_bytes, gemm=gemm, gemm_layouts=gemm_layouts, gemm_graph=gemm_graph,
-            gemm_shapes=gemm_shapes,
+            gemm_shapes=grids,
             membw_accel=membw_accel, membw_cpu=membw_cpu,
             best_bw_Bps=best_bw, exp_curve=exp_curve, membw_graph=membw_graph, launch=launch, dispatch=dispatch, linalg=linalg, alpha=alpha, beta=beta,
             link_includes_reduction=link_includes_reduction, allreduce_curves=allreduce_curves,
@@ -430,9 +434,10 @@ class HardwareModel:
 
     def gemm_work(self, m: int, n: int, k: int, batch: int = 1, dtype: str = "float32", layout: str = "nn") -> float:
         """Seconds of work of one (batched) GEMM (m×k)·(k×n) with operands stored as ``layout``
-        inside a graph: from the shape grid where the trace has one (float32; a batched GEMM
-        costs ``batch`` of its matrices), else from the square sweep's time at the same flop
-        count; at least its memory traffic at the best measured bandwidth."""
+        inside a graph: from the square sweep's time at the same flop count, or from the shape
+        grid where one was loaded (``from_trace(gemm_shapes=True)``; float32; a batched GEMM
+        costs ``batch`` of its matrices); at least its memory traffic at the best measured
+        bandwidth."""
         grid = self.gemm_shapes.get(layout) if dtype == "float32" else None
         if grid is not None:
             t = batch * grid(m, n, k)

@@ -58,6 +58,7 @@ class SimulateConfig:
     rank: float = 0.25  # Alice/Alice-0 rank (fraction of the smaller side, or a count)
     speedups: tuple[tuple[str, float], ...] = ()  # (optimizer, steps-to-target speed-up over Adam)
     loss_curves: tuple[tuple[str, str], ...] = ()  # (optimizer, `asprof train` result JSON), adam's included
+    gemm_shapes: bool = False  # price GEMMs from the trace's shape grid (HardwareModel.from_trace)
 
     def __post_init__(self):
         if not self.nodes:
@@ -178,7 +179,7 @@ def choose_trace(cfg: SimulateConfig) -> tuple[Trace, str, bool, str]:
 def run_simulation(cfg: SimulateConfig, timeline: bool = False) -> SimulationReport:
     trace, label, bundled, why = choose_trace(cfg)
     link_from = load_trace_spec(cfg.link)[0] if cfg.link else None
-    hw = HardwareModel.from_trace(trace, link_from=link_from)
+    hw = HardwareModel.from_trace(trace, link_from=link_from, gemm_shapes=cfg.gemm_shapes)
     model = resolve_model(cfg.model)
 
     def workload_for(k: int) -> Workload:
@@ -187,7 +188,8 @@ def run_simulation(cfg: SimulateConfig, timeline: bool = False) -> SimulationRep
 
     per_node: dict[int, dict] = {}
     for node, spec in cfg.node_traces:
-        per_node.setdefault(node, {})["hardware"] = HardwareModel.from_trace(load_trace_spec(spec)[0], link_from=link_from)
+        per_node.setdefault(node, {})["hardware"] = HardwareModel.from_trace(load_trace_spec(spec)[0], link_from=link_from,
+                                                                             gemm_shapes=cfg.gemm_shapes)
     for node, lane, factor in cfg.slowdowns:
         d = per_node.setdefault(node, {})
         for ln in (("gpu", "cpu", "link") if lane == "all" else (lane,)):
