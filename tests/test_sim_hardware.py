@@ -215,6 +215,10 @@ def test_cluster_probe_records_pool_over_ranks_or_pick_one():
     state = pooled.noise["state"]
     assert sum(state) / len(state) == pytest.approx(1.0) and max(state) == pytest.approx(3 / (5 / 3))
     assert "state" not in fast.noise  # nothing repeated
+    # validate --probe-during: the level from one run's rounds, the speed pool from all runs' rounds
+    own = HardwareModel.from_trace(base, spread_from=trace)
+    assert own.gemm_work(n, n, n) == fast.gemm_work(n, n, n) and own.noise["state"] == state
+    assert "state" not in HardwareModel.from_trace(trace, spread_from=base).noise
 
 
 def test_the_speed_spread_pools_every_sample_of_millisecond_measurements():

@@ -212,13 +212,17 @@ class HardwareModel:
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def from_trace(cls, trace: Trace, link_from: Trace | None = None, rank: int | None = None,
-                   gemm_shapes: bool = False) -> "HardwareModel":
+                   gemm_shapes: bool = False, spread_from: Trace | None = None) -> "HardwareModel":
         """Fit the cost functions of ``trace``. ``link_from`` supplies α/β when ``trace`` has
         no all-reduce fit (reported in :attr:`notes`). A cluster probe (asprof.probe.cluster)
         has every compute record once per rank (``params.rank``) and round: by default each
         size's time is the median over all of them; ``rank`` keeps only that rank's records (a
         node of a heterogeneous cluster). ``gemm_shapes`` prices GEMMs from the trace's shape
-        grid (see the module docstring)."""
+        grid (see the module docstring). ``spread_from`` takes the machine's speed pool (the
+        "state" noise) from that trace's records instead: `asprof validate --probe-during`
+        prices each run from the probe rounds taken during it, and the spread of the machine's
+        speed from the rounds of all its runs (more samples, and the moves between runs;
+        docs/validate.md §6.2)."""
         if rank is not None:
             from dataclasses import replace
 
@@ -387,7 +391,10 @@ class HardwareModel:
             "cpu": _rel_samples(lin_recs),
             "link": _rel_samples(trace.probe("allreduce", op="all_sum")),
         }
-        state = _state_spread(list(mm) + list(bw_recs) + list(lin_recs))
+        if spread_from is not None:
+            state = cls.from_trace(spread_from, rank=rank).noise.get("state", ())
+        else:
+            state = _state_spread(list(mm) + list(bw_recs) + list(lin_recs))
         if state:
             noise["state"] = state
         return cls(

@@ -186,7 +186,7 @@ def measure_probing(cfg: ValidateConfig, place: Placement, progress: Progress):
     """``--probe-during``: every rank measures the compute probes between its training steps
     (asprof.probe.during), and each run is predicted from the records taken during it together
     with the ring (probed once, first). All records together are saved as one cluster trace.
-    Returns (runs, trace per optimizer, choice)."""
+    Returns (runs, trace per optimizer, choice, the whole trace)."""
     from asprof.probe.cluster import cluster_trace, probe_ring
     from asprof.traces.io import save_trace
     from asprof.traces.schema import Host, Record, Skip
@@ -211,10 +211,12 @@ def measure_probing(cfg: ValidateConfig, place: Placement, progress: Progress):
         everything += recs
         progress(f"{o}: {len(got['records'])} probe records between the steps "
                  f"({got['probe_s']:.0f} s probing, {got['train_s']:.0f} s training)")
-    save_trace(cluster_trace(place, host, everything + ring, skipped + ring_skipped,
-                             f"measured between the steps of {len(runs)} training runs, level {cfg.probe_level}"), path)
-    how = "probed during every run: the compute probes between the training steps, each run predicted from its own"
-    return runs, traces, TraceChoice(str(path), how, probed=True)
+    whole = cluster_trace(place, host, everything + ring, skipped + ring_skipped,
+                          f"measured between the steps of {len(runs)} training runs, level {cfg.probe_level}")
+    save_trace(whole, path)
+    how = ("probed during every run: the compute probes between the training steps, each run predicted from its own "
+           "(the spread of the machine's speed from all of them)")
+    return runs, traces, TraceChoice(str(path), how, probed=True), whole
 
 
 # -- 4. prediction ---------------------------------------------------------------------------------
@@ -228,13 +230,16 @@ def spec_for(cfg: ValidateConfig, optimizer: str):
 INSTRUMENTED_REPLICAS = 6
 
 
-def predict_run(cfg: ValidateConfig, trace, optimizer: str):
-    """(replicas of per-step times, instrumented per-step phases, breakdown, notes)."""
+def predict_run(cfg: ValidateConfig, trace, optimizer: str, gemm_shapes: bool = False, spread_from=None):
+    """(replicas of per-step times, instrumented per-step phases, breakdown, notes).
+    ``spread_from``: the trace whose records give the machine's speed pool (--probe-during: all
+    the runs' rounds); ``gemm_shapes`` prices GEMMs from the trace's shape grid
+    (HardwareModel.from_trace)."""
     from asprof.simulate import Cluster, HardwareModel, SimConfig, Workload, predict
 
     from asprof.simulate import NodeSpec
 
-    hw = HardwareModel.from_trace(trace)
+    hw = HardwareModel.from_trace(trace, gemm_shapes=gemm_shapes, spread_from=spread_from)
     mc = cfg.model_config()
     workload = Workload(mc, batch=cfg.batch, seq=mc.seq_len)
     spec = spec_for(cfg, optimizer)
@@ -243,7 +248,9 @@ def predict_run(cfg: ValidateConfig, trace, optimizer: str):
     if cfg.hostfile is not None and ranks >= set(range(cfg.world_size)):
         # separate machines: each node its own measured figures (ranks on one host are the same
         # hardware, and the median over them is the steadier figure)
-        overrides = tuple((r, NodeSpec(HardwareModel.from_trace(trace, rank=r))) for r in range(cfg.world_size))
+        overrides = tuple((r, NodeSpec(HardwareModel.from_trace(trace, rank=r, gemm_shapes=gemm_shapes,
+                                                                         spread_from=spread_from)))
+                          for r in range(cfg.world_size))
     cluster = Cluster(cfg.world_size, hw, overrides)
     replicas, notes, breakdown = [], [], {}
     for seed in range(cfg.replicas):
@@ -269,8 +276,9 @@ def run_validation(cfg: ValidateConfig, progress: Progress = lambda msg: None) -
     start = time.monotonic()
     label = {o: spec_for(cfg, o).label for o in cfg.optimizers}
     with placement(cfg) as place:
+        whole = None  # --probe-during: every run's rounds, for the spread of the machine's speed
         if cfg.probe_during:
-            runs, traces, choice = measure_probing(cfg, place, progress)
+            runs, traces, choice, whole = measure_probing(cfg, place, progress)
         else:
             trace, choice = choose_trace(cfg, place, progress)
             traces, runs = {o: trace for o in cfg.optimizers}, {}
@@ -280,7 +288,7 @@ def run_validation(cfg: ValidateConfig, progress: Progress = lambda msg: None) -
     comparisons, training, notes = {}, {}, list(choice.warnings)
     for o in cfg.optimizers:
         progress(f"{label[o]}: simulating {cfg.replicas} replicas of the same {cfg.steps} steps")
-        replicas, phases, breakdown, sim_notes = predict_run(cfg, traces[o], o)
+        replicas, phases, breakdown, sim_notes = predict_run(cfg, traces[o], o, spread_from=whole)
         r = runs[o]
         comparisons[label[o]] = compare(label[o], r.step_time_s, replicas, cfg.warmup_steps,
                                         r.phases_s, phases, breakdown)

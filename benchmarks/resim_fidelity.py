@@ -1,0 +1,98 @@
+"""Re-simulate a recorded fidelity grid (benchmarks/bench_fidelity.py --out DIR) with today's
+simulator: every cell's prediction computed again from the probe records that cell's runs took
+(its `validate.json` names the trace, in bench-traces/), against the steps it measured. Nothing
+is re-measured, so model variants compare on exactly the same runs.
+
+Variants: --gemm-shapes prices GEMMs from the trace's shape grid (HardwareModel.from_trace
+gemm_shapes=True; only traces probed with it have one); --pool-rounds predicts each run from the
+probe rounds of all the cell's runs instead of its own; --own-spread takes the machine's speed
+pool from each run's own rounds as well (before: from all the cell's runs, docs/validate.md §6.2). Prints the summary bench_fidelity prints
+(median and max |error| of the mean step, the pooled p5-p95 band fraction), split by rank count.
+
+    python benchmarks/resim_fidelity.py bench-fidelity-6                   # as recorded, today's code
+    python benchmarks/resim_fidelity.py bench-fidelity-6 --gemm-shapes     # docs/validate.md §6.3
+    python benchmarks/resim_fidelity.py bench-fidelity-6 --cells           # and every cell
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from asprof.traces.io import load_trace  # noqa: E402
+from asprof.validate.compare import compare  # noqa: E402
+from asprof.validate.config import ValidateConfig  # noqa: E402
+from asprof.validate.run import predict_run  # noqa: E402
+
+
+def run_records(trace, i: int, pool: bool):
+    """The records run ``i`` of a --probe-during cell was predicted from: its own rounds (run i's
+    rounds are numbered 1000·i…, asprof.validate.run) and the ring; all of them with ``pool``."""
+    keep = [r for r in trace.records
+            if pool or r.probe == "allreduce" or 1000 * i <= r.params.get("round", -1) < 1000 * (i + 1)]
+    return replace(trace, records=tuple(keep))
+
+
+def cell_results(path: Path, gemm_shapes: bool, pool: bool, spread_all: bool = True):
+    doc = json.loads(path.read_text())
+    cfg = ValidateConfig(**{k: v for k, v in doc["config"].items() if k in ValidateConfig.__dataclass_fields__})
+    trace = load_trace(doc["trace"]["path"])
+    for i, o in enumerate(cfg.optimizers):
+        label = next(k for k in doc["optimizers"] if k.split()[0] == o)
+        measured = doc["optimizers"][label]["training"]["step_time_s"]
+        own = run_records(trace, i, pool) if cfg.probe_during else trace
+        whole = trace if cfg.probe_during and spread_all else None
+        replicas, _, breakdown, _ = predict_run(cfg, own, o, gemm_shapes=gemm_shapes, spread_from=whole)
+        c = compare(label, measured, replicas, cfg.warmup_steps, None, None, breakdown)
+        m = np.asarray(c.measured_s)
+        inside = int(((m >= np.asarray(c.band_lo_s)) & (m <= np.asarray(c.band_hi_s))).sum())
+        yield cfg, label, c, inside
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("grids", nargs="+", help="directories written by bench_fidelity.py --out")
+    ap.add_argument("--gemm-shapes", action="store_true", help="price GEMMs from the traces' shape grids")
+    ap.add_argument("--pool-rounds", action="store_true", help="predict each run from all the cell's probe rounds")
+    ap.add_argument("--own-spread", action="store_true",
+                    help="the machine's speed pool from each run's own rounds too (asprof before the pooled spread)")
+    ap.add_argument("--cells", action="store_true", help="print every cell")
+    args = ap.parse_args(argv)
+    for grid in args.grids:
+        cells = sorted(Path(grid).glob("*/validate.json"))
+        if not cells:
+            print(f"{grid}: no */validate.json (not a bench_fidelity.py --out directory)", file=sys.stderr)
+            return 2
+        rows = []
+        for path in cells:
+            for cfg, label, c, inside in cell_results(path, args.gemm_shapes, args.pool_rounds, not args.own_spread):
+                rows.append((cfg.world_size, c.mean_error_pct, inside, len(c.measured_s)))
+                if args.cells:
+                    print(f"{path.parent.name:18s} {label:14s} meas {c.measured_mean_s * 1e3:8.1f} ms  "
+                          f"pred {c.predicted_mean_s * 1e3:8.1f} ms  err {c.mean_error_pct:+6.1f}%  "
+                          f"band {inside}/{len(c.measured_s)}")
+
+        def line(sel):
+            errs = [e for _, e, _, _ in sel]
+            band = sum(i for *_, i, _ in sel) / sum(n for *_, n in sel)
+            return (f"median |error| {statistics.median(map(abs, errs)):.1f}%, max {max(map(abs, errs)):.1f}%, "
+                    f"in p5-p95 {band:.0%}, mean signed {statistics.fmean(errs):+.1f}% ({len(sel)} cells)")
+
+        variant = " + ".join(v for v, on in (("GEMM shape grid", args.gemm_shapes),
+                                             ("rounds pooled", args.pool_rounds),
+                                             ("speed pool of each run's own rounds", args.own_spread)) if on) or "as the code predicts today"
+        print(f"{grid} ({variant}): {line(rows)}")
+        for k in sorted({r[0] for r in rows}):
+            print(f"  {k} rank(s): {line([r for r in rows if r[0] == k])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
