@@ -25,8 +25,10 @@ from asprof.probe.cluster_worker import COMPUTE_PROBES
 from asprof.traces.io import save_trace, utc_now
 from asprof.traces.schema import Host, Record, Skip, Trace
 
-# payload sizes ×4 apart: the simulator interpolates the measured times of the cluster's own ring
-ALLREDUCE_SIZES = {"quick": (2**12, 2**14, 2**16, 2**18, 2**20, 2**22, 2**24), "tiny": (2**10, 2**22),
+# payload sizes ×4 apart: the simulator interpolates the measured times of the cluster's own ring.
+# "tiny" (tests) is three sizes spanning ×16384: with two close ones a hiccup of the smallest on
+# a loaded 2-core machine made time fall with size, and the α-β fit was refused (a CI failure).
+ALLREDUCE_SIZES = {"quick": (2**12, 2**14, 2**16, 2**18, 2**20, 2**22, 2**24), "tiny": (2**10, 2**17, 2**24),
                    "full": tuple(2**p for p in range(10, 27, 2))}
 
 

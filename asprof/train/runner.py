@@ -77,7 +77,8 @@ def _run_distributed(config: TrainConfig, on_progress: Progress | None, save_par
     def on_event(msg):
         if on_progress is not None and msg.get("type") == "heartbeat" and msg.get("rank") == 0:
             step = msg.get("step")
-            if isinstance(step, int):
+            # the probes measured between the steps (--probe-during) send heartbeats of their own
+            if isinstance(step, int) and "loss" in msg:
                 on_progress(msg.get("phase", "train"), step, config.steps, float(msg.get("loss", "nan")),
                             float(msg.get("step_s", "nan")))
 
