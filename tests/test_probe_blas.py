@@ -31,7 +31,7 @@ def test_tiny_run_on_mlx_cpu():
     out = blas.run(tiny_ctx([MLXBackend("cpu")]))
     recs = [r for r in out if isinstance(r, Record)]
     ops = {(r.op, r.dtype) for r in recs}
-    # no shape grid below the full level (tests/test_gemm_shapes.py runs it)
+    # no shape grid at the tiny level (tests/test_gemm_shapes.py runs it)
     assert ops == {(op, d) for op in ("matmul", "matvec", "vjp") for d in DTYPES} | {
         (op, "float32") for op in blas.LAYOUT_OPS}
     for r in recs:

@@ -13,7 +13,7 @@ For every backend and dtype (float32 / float16 / bfloat16) it sweeps sizes upwar
   layer's forward is x·Wᵀ, its weight gradient dYᵀ·X). The layout can halve the rate: MLX's
   Linux wheel's reference BLAS runs A·Bᵀ at about half the rate of A·B.
 
-* ``matmul_shape`` (MLX, float32; full level only): a grid of rectangular shapes in the three
+* ``matmul_shape`` (MLX, float32; quick and full levels): a grid of rectangular shapes in the three
   layouts, timed in a graph (asprof.probe.blas_shapes), because a step's GEMMs are not square
   (the simulator uses it when asked to: ``asprof simulate --gemm-shapes``).
 
@@ -179,6 +179,6 @@ def run(ctx: ProbeContext) -> list[Record | Skip]:
                     last_s = rec.metrics["time_s"]
                     ctx.progress(f"{backend.name} {what}: {rec.metrics['flops_per_s'] / 1e9:.3g} GFLOP/s")
                     out.append(rec)
-            if backend.framework == "mlx" and dtype == "float32" and ctx.level == "full":
-                out += blas_shapes.run(ctx, backend)  # ~30 s on a slow CPU; used by `simulate --gemm-shapes` only
+            if backend.framework == "mlx" and dtype == "float32" and ctx.level in ("quick", "full"):
+                out += blas_shapes.run(ctx, backend)  # ~20-30 s on a slow CPU (docs/validate.md §6.3)
     return out
