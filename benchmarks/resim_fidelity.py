@@ -3,15 +3,17 @@ simulator: every cell's prediction computed again from the probe records that ce
 (its `validate.json` names the trace, in bench-traces/), against the steps it measured. Nothing
 is re-measured, so model variants compare on exactly the same runs.
 
-Variants: --gemm-shapes prices GEMMs from the trace's shape grid (HardwareModel.from_trace
-gemm_shapes=True; only traces probed with it have one); --pool-rounds predicts each run from the
-probe rounds of all the cell's runs instead of its own; --own-spread takes the machine's speed
-pool from each run's own rounds as well (before: from all the cell's runs, docs/validate.md §6.2). Prints the summary bench_fidelity prints
-(median and max |error| of the mean step, the pooled p5-p95 band fraction), split by rank count.
+Variants: --square-gemms prices GEMMs from the square sweep at the same flop count even where
+the trace has a shape grid (HardwareModel.from_trace gemm_shapes=False; before 2026-12-04 the
+default); --pool-rounds predicts each run from the probe rounds of all the cell's runs instead
+of its own; --own-spread takes the machine's speed pool from each run's own rounds as well
+(before: from all the cell's runs, docs/validate.md §6.2). Prints the summary bench_fidelity
+prints (median and max |error| of the mean step, the pooled p5-p95 band fraction), split by rank
+count.
 
-    python benchmarks/resim_fidelity.py bench-fidelity-6                   # as recorded, today's code
-    python benchmarks/resim_fidelity.py bench-fidelity-6 --gemm-shapes     # docs/validate.md §6.3
-    python benchmarks/resim_fidelity.py bench-fidelity-6 --cells           # and every cell
+    python benchmarks/resim_fidelity.py bench-fidelity-9                   # the recorded cells, today's code
+    python benchmarks/resim_fidelity.py bench-fidelity-9 --square-gemms    # docs/validate.md §6.3
+    python benchmarks/resim_fidelity.py bench-fidelity-9 --cells           # and every cell
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def run_records(trace, i: int, pool: bool):
     return replace(trace, records=tuple(keep))
 
 
-def cell_results(path: Path, gemm_shapes: bool, pool: bool, spread_all: bool = True):
+def cell_results(path: Path, gemm_shapes: bool | None, pool: bool, spread_all: bool = True):
     doc = json.loads(path.read_text())
     cfg = ValidateConfig(**{k: v for k, v in doc["config"].items() if k in ValidateConfig.__dataclass_fields__})
     trace = load_trace(doc["trace"]["path"])
@@ -59,7 +61,8 @@ def cell_results(path: Path, gemm_shapes: bool, pool: bool, spread_all: bool = T
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("grids", nargs="+", help="directories written by bench_fidelity.py --out")
-    ap.add_argument("--gemm-shapes", action="store_true", help="price GEMMs from the traces' shape grids")
+    ap.add_argument("--square-gemms", action="store_true",
+                    help="price GEMMs from the square sweep even where the trace has a shape grid")
     ap.add_argument("--pool-rounds", action="store_true", help="predict each run from all the cell's probe rounds")
     ap.add_argument("--own-spread", action="store_true",
                     help="the machine's speed pool from each run's own rounds too (asprof before the pooled spread)")
@@ -72,7 +75,8 @@ def main(argv=None) -> int:
             return 2
         rows = []
         for path in cells:
-            for cfg, label, c, inside in cell_results(path, args.gemm_shapes, args.pool_rounds, not args.own_spread):
+            for cfg, label, c, inside in cell_results(path, False if args.square_gemms else None, args.pool_rounds,
+                                                         not args.own_spread):
                 rows.append((cfg.world_size, c.mean_error_pct, inside, len(c.measured_s)))
                 if args.cells:
                     print(f"{path.parent.name:18s} {label:14s} meas {c.measured_mean_s * 1e3:8.1f} ms  "
@@ -85,7 +89,7 @@ def main(argv=None) -> int:
             return (f"median |error| {statistics.median(map(abs, errs)):.1f}%, max {max(map(abs, errs)):.1f}%, "
                     f"in p5-p95 {band:.0%}, mean signed {statistics.fmean(errs):+.1f}% ({len(sel)} cells)")
 
-        variant = " + ".join(v for v, on in (("GEMM shape grid", args.gemm_shapes),
+        variant = " + ".join(v for v, on in (("square GEMMs", args.square_gemms),
                                              ("rounds pooled", args.pool_rounds),
                                              ("speed pool of each run's own rounds", args.own_spread)) if on) or "as the code predicts today"
         print(f"{grid} ({variant}): {line(rows)}")

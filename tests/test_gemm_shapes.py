@@ -74,9 +74,10 @@ def test_the_hardware_model_prices_a_gemm_from_its_layouts_grid():
     assert not plain.gemm_shapes and not any("matmul_shape" in n for n in plain.notes)
     assert not asked.gemm_shapes and any("matmul_shape" in n for n in asked.notes)
     with_grid = Trace(host=base.host, records=base.records + shape_records(power_law, ("nn", "nt")))
-    # opt-in: by default the square sweep prices every GEMM, grid or not
-    assert HardwareModel.from_trace(with_grid).gemm_work(512, 64, 128) == plain.gemm_work(512, 64, 128)
-    hw = HardwareModel.from_trace(with_grid, gemm_shapes=True)
+    # gemm_shapes=False: the square sweep prices every GEMM, grid or not
+    assert HardwareModel.from_trace(with_grid, gemm_shapes=False).gemm_work(512, 64, 128) == plain.gemm_work(512, 64, 128)
+    hw = HardwareModel.from_trace(with_grid)  # by default the grid, where the trace has one
+    assert hw.gemm_shapes.keys() == HardwareModel.from_trace(with_grid, gemm_shapes=True).gemm_shapes.keys()
     assert set(hw.gemm_shapes) == {"nn", "nt"} and not any("matmul_shape" in n for n in hw.notes)
     # big enough that the memory floor does not bind
     assert hw.gemm_work(512, 64, 128) == pytest.approx(power_law(512, 64, 128), rel=1e-9)
@@ -123,9 +124,9 @@ def test_the_products_have_each_layouts_operands_and_give_the_right_result():
         assert not np.allclose(np.array(outs[0]), np.array(outs[1]))  # distinct operands: nothing merged
 
 
-def test_simulate_uses_the_grid_only_when_asked(fresh, capsys):
-    """`asprof simulate --gemm-shapes` prices GEMMs from the grid (here 10× the power law, far
-    from the square sweep); without the flag the grid is ignored; asked for without a grid, a note."""
+def test_simulate_uses_the_grid_where_the_trace_has_one(fresh, capsys):
+    """`asprof simulate` prices GEMMs from the trace's grid (here 10× the power law, far from the
+    square sweep) where it has one; --square-gemms ignores it; --gemm-shapes without a grid: a note."""
     from helpers import run_simulate
 
     from asprof.traces import save_trace
@@ -143,8 +144,10 @@ def test_simulate_uses_the_grid_only_when_asked(fresh, capsys):
         (run,) = json.loads(out)["runs"]
         return run["results"][0]["breakdown_s"]["compute"], run["notes"]
 
-    square, _ = compute("grid.json")
-    assert square == compute("plain.json")[0]
-    shaped, notes = compute("grid.json", "--gemm-shapes")
+    square, notes = compute("plain.json")
+    assert not any("matmul_shape" in n for n in notes)  # no grid, not asked: no note
+    assert compute("grid.json", "--square-gemms")[0] == square
+    shaped, notes = compute("grid.json")
     assert shaped > 2 * square and not any("matmul_shape" in n for n in notes)
+    assert compute("grid.json", "--gemm-shapes")[0] == shaped
     assert any("matmul_shape" in n for n in compute("plain.json", "--gemm-shapes")[1])

@@ -107,9 +107,10 @@ Examples:
               help="Slow node NODE by FACTOR (NODE=F or NODE.gpu|cpu|link=F); repeatable.")
 @click.option("--node-trace", "node_traces", multiple=True, callback=_node_traces,
               help="Give node NODE its own trace (NODE=TRACE); repeatable.")
-@click.option("--gemm-shapes", is_flag=True,
-              help="Price each GEMM from the trace's shape grid (measured by `asprof probe` without --quick) "
-                   "instead of the square sweep at the same flop count. Experimental: see docs/validate.md §6.3.")
+@click.option("--gemm-shapes/--square-gemms", default=None,
+              help="Price each GEMM from the trace's shape grid (the default where the trace has one: `asprof "
+                   "probe` measures it) or, with --square-gemms, from the square sweep at the same flop count "
+                   "(docs/validate.md §6.3).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.option("--timeline", type=click.Path(dir_okay=False), default=None,
               help="Write a Chrome-trace JSON timeline (Perfetto) to this file.")

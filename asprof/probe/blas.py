@@ -15,7 +15,7 @@ For every backend and dtype (float32 / float16 / bfloat16) it sweeps sizes upwar
 
 * ``matmul_shape`` (MLX, float32; quick and full levels): a grid of rectangular shapes in the three
   layouts, timed in a graph (asprof.probe.blas_shapes), because a step's GEMMs are not square
-  (the simulator uses it when asked to: ``asprof simulate --gemm-shapes``).
+  (the simulator prices GEMMs from it where a trace has it; ``--square-gemms`` does not).
 
 Metrics: ``flop``, ``time_s`` (median) and ``flops_per_s`` = flop / median (decimal units when
 shown). Square single matmuls (all three layouts) are also timed *inside a graph*: a chain of

@@ -10,11 +10,11 @@ Every cost comes from the trace's records, never from a constant peak:
   the trace measured them (a BLAS may run them at a different rate), else the "nn" one. Where
   the blas records also hold ``in_graph_s`` (a GEMM's time inside a chain evaluated once) that
   *is* the work of a GEMM inside a step, and it is used instead of "synced time less a launch";
-  with ``gemm_shapes=True`` (opt-in) and the blas probe's shape grid in the trace (op
-  ``matmul_shape``, float32, measured by ``asprof probe`` without ``--quick``), the in-graph time
-  interpolated between the measured shapes of that layout instead (asprof.simulate.gemm_grid).
-  It is not the default because on the 2-core validation machine it predicted worse, not better
-  (docs/validate.md §6.3);
+  where the trace has the blas probe's shape grid (op ``matmul_shape``, float32; the quick and
+  full levels measure it), the in-graph time interpolated between the measured shapes of that
+  layout instead (asprof.simulate.gemm_grid; ``gemm_shapes=False`` keeps the square sweep): a
+  step's GEMMs are tall and skinny, and a BLAS's rate depends on the shape, not only on the flop
+  count (docs/validate.md §6.3);
 * ``elementwise_time(bytes_moved, device)``: the membw copy/triad times over bytes moved (their
   in-graph chain times where measured, as for GEMMs);
 * ``exp_work(elements)``: the membw ``exp`` times over elements: transcendentals (softmax,
@@ -212,13 +212,14 @@ class HardwareModel:
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def from_trace(cls, trace: Trace, link_from: Trace | None = None, rank: int | None = None,
-                   gemm_shapes: bool = False, spread_from: Trace | None = None) -> "HardwareModel":
+                   gemm_shapes: bool | None = None, spread_from: Trace | None = None) -> "HardwareModel":
         """Fit the cost functions of ``trace``. ``link_from`` supplies α/β when ``trace`` has
         no all-reduce fit (reported in :attr:`notes`). A cluster probe (asprof.probe.cluster)
         has every compute record once per rank (``params.rank``) and round: by default each
         size's time is the median over all of them; ``rank`` keeps only that rank's records (a
         node of a heterogeneous cluster). ``gemm_shapes`` prices GEMMs from the trace's shape
-        grid (see the module docstring). ``spread_from`` takes the machine's speed pool (the
+        grid (see the module docstring): None where the trace has one, True always (a note
+        when it has none), False never. ``spread_from`` takes the machine's speed pool (the
         "state" noise) from that trace's records instead: `asprof validate --probe-during`
         prices each run from the probe rounds taken during it, and the spread of the machine's
         speed from the rounds of all its runs (more samples, and the moves between runs;
@@ -270,7 +271,7 @@ class HardwareModel:
                 if pts:
                     gemm_layouts[(dtype, layout)] = Curve.fit(pts, power=1.0)
         grids = {}
-        if gemm_shapes:
+        if gemm_shapes is not False:
             shape_recs = [r for r in trace.probe("blas", op="matmul_shape", framework="mlx", device=accel_device)
                           if r.dtype == "float32" and r.metrics.get("in_graph_s")]
             for layout in LAYOUTS:
@@ -280,9 +281,9 @@ class HardwareModel:
                     grids[layout] = grid
             if grids:
                 sources["gemm shapes"] = _origin_note(shape_recs)
-            else:
+            elif gemm_shapes:
                 notes.append("GEMM shapes asked for, but the trace has no shape grid (blas op matmul_shape): a GEMM "
-                             "costs what a square one of the same flop costs (`asprof probe` without --quick measures it)")
+                             "costs what a square one of the same flop costs (`asprof probe` measures it at its quick and full levels)")
         if gemm and not gemm_layouts and trace.origin == "measured":
             notes.append("no transposed-layout matmul measurements (blas ops matmul_nt/matmul_tn): every GEMM "
                          "costs what A·B costs, which some BLAS libraries do not (re-run `asprof probe`)")

@@ -58,7 +58,7 @@ class SimulateConfig:
     rank: float = 0.25  # Alice/Alice-0 rank (fraction of the smaller side, or a count)
     speedups: tuple[tuple[str, float], ...] = ()  # (optimizer, steps-to-target speed-up over Adam)
     loss_curves: tuple[tuple[str, str], ...] = ()  # (optimizer, `asprof train` result JSON), adam's included
-    gemm_shapes: bool = False  # price GEMMs from the trace's shape grid (HardwareModel.from_trace)
+    gemm_shapes: bool | None = None  # GEMMs from the trace's shape grid: None where it has one (HardwareModel.from_trace)
 
     def __post_init__(self):
         if not self.nodes:

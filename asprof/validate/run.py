@@ -230,11 +230,11 @@ def spec_for(cfg: ValidateConfig, optimizer: str):
 INSTRUMENTED_REPLICAS = 6
 
 
-def predict_run(cfg: ValidateConfig, trace, optimizer: str, gemm_shapes: bool = False, spread_from=None):
+def predict_run(cfg: ValidateConfig, trace, optimizer: str, gemm_shapes: bool | None = None, spread_from=None):
     """(replicas of per-step times, instrumented per-step phases, breakdown, notes).
     ``spread_from``: the trace whose records give the machine's speed pool (--probe-during: all
     the runs' rounds); ``gemm_shapes`` prices GEMMs from the trace's shape grid
-    (HardwareModel.from_trace)."""
+    (HardwareModel.from_trace: None where the trace has one)."""
     from asprof.simulate import Cluster, HardwareModel, SimConfig, Workload, predict
 
     from asprof.simulate import NodeSpec
