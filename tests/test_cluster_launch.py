@@ -1,12 +1,14 @@
 """The launcher and its watchdog, with real processes on MLX's ring backend over loopback."""
 
 import json
+import random
+import socket
 import time
 
 import psutil
 import pytest
 
-from asprof.cluster.launch import LaunchSpec, _Held, launch, read_hostfile
+from asprof.cluster.launch import LaunchSpec, _Held, free_ports, launch, read_hostfile
 from asprof.errors import AsprofError, DistributedError
 
 pytestmark = pytest.mark.distributed
@@ -102,3 +104,30 @@ def test_held_output_hides_the_survivors_noise_once_a_rank_failed():
     held.hold(r0)("[rank 0] too many send/recv errors")
     held.release_all()
     assert shown == ["[rank 0] step 1", "[rank 1] Traceback ..."]
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except OSError:
+        return 49152  # macOS
+
+
+def test_free_ports_are_distinct_bindable_and_below_the_ephemeral_range():
+    ports = free_ports(16)
+    assert len(set(ports)) == 16
+    assert all(1024 < p < _ephemeral_start() for p in ports)
+    for p in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", p))
+
+
+def test_free_ports_skips_a_port_in_use():
+    first = random.Random(7).randint(20000, _ephemeral_start() - 1)
+    with socket.socket() as held:
+        try:
+            held.bind(("127.0.0.1", first))
+        except OSError:
+            pytest.skip(f"port {first} is taken on this machine")
+        held.listen()
+        assert first not in free_ports(1, rng=random.Random(7))

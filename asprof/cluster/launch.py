@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import selectors
 import signal
 import socket
@@ -103,8 +104,47 @@ def read_hostfile(path: str | os.PathLike) -> list[dict]:
     return hosts
 
 
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """n ports that are free right now (the OS picks them; we release them for the ranks)."""
+def free_ports(n: int, host: str = "127.0.0.1", rng: random.Random | None = None) -> list[int]:
+    """n distinct ports that are free right now, chosen below the kernel's ephemeral range.
+
+    We release them before the ranks bind them. A port from the ephemeral range (the OS's
+    choice for ``bind(0)``) could meanwhile become the local port of any ``connect()``, e.g. a
+    rank joining the ring, and its owner would then fail to listen; ports below that range are
+    never handed out that way.
+    """
+    lo, hi = _listen_range()
+    if hi - lo < 4 * n:
+        return _os_ports(n, host)
+    rng = rng or random.Random()
+    ports: list[int] = []
+    for _ in range(64 * n):
+        p = rng.randint(lo, hi)
+        if p in ports:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, p))
+            except OSError:
+                continue
+        ports.append(p)
+        if len(ports) == n:
+            return ports
+    raise DistributedError(f"no {n} free ports on {host} between {lo} and {hi}")
+
+
+def _listen_range() -> tuple[int, int]:
+    """Ports below the ephemeral range (Linux: ip_local_port_range, 32768-60999 by default;
+    macOS: 49152-65535), above the ones services usually take."""
+    first = 32768
+    try:
+        first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 20000, min(first, 49152) - 1
+
+
+def _os_ports(n: int, host: str) -> list[int]:
+    """n ports the OS picks (from its ephemeral range), released for the ranks."""
     socks, ports = [], []
     try:
         for _ in range(n):
