@@ -1,6 +1,7 @@
 """The launcher and its watchdog, with real processes on MLX's ring backend over loopback."""
 
 import json
+import os
 import random
 import socket
 import time
@@ -8,7 +9,7 @@ import time
 import psutil
 import pytest
 
-from asprof.cluster.launch import LaunchSpec, _Held, free_ports, launch, read_hostfile
+from asprof.cluster.launch import LaunchSpec, _Held, free_ports, launch, rank_cpus, read_hostfile
 from asprof.errors import AsprofError, DistributedError
 
 pytestmark = pytest.mark.distributed
@@ -131,3 +132,20 @@ def test_free_ports_skips_a_port_in_use():
             pytest.skip(f"port {first} is taken on this machine")
         held.listen()
         assert first not in free_ports(1, rng=random.Random(7))
+
+
+def test_ranks_that_outnumber_the_cores_are_spread_evenly_over_them():
+    assert rank_cpus(4, [0, 1]) == [{0}, {1}, {0}, {1}]
+    assert rank_cpus(3, [6]) == [{6}, {6}, {6}]
+    assert rank_cpus(2, [0, 1]) == [None, None]  # a core each: the OS places them
+    assert rank_cpus(1, [0, 1, 2, 3]) == [None]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="this OS cannot pin a process to a core")
+def test_local_ranks_run_on_the_cores_they_were_given():
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) > 3:
+        pytest.skip(f"{len(cpus)} cores: pinning needs more ranks than cores (too many processes here)")
+    nodes = len(cpus) + 1
+    results = launch(LaunchSpec(module=WORKER, nodes=nodes))
+    assert [r["cpus"] for r in results] == [[cpus[r % len(cpus)]] for r in range(nodes)]

@@ -38,7 +38,8 @@ def main(argv=None):
         times.append(time.perf_counter() - t)
         heartbeat(step)
     emit_result({"rank": group.rank(), "size": group.size(), "sum": total[0].item(),
-                 "correct": bool(mx.all(total == total[0]).item()), "times_s": times})
+                 "correct": bool(mx.all(total == total[0]).item()), "times_s": times,
+                 "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None})
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Three ways to place ranks, all running the same worker module:
 
 - ``nodes=N``: N local processes joined by MLX's ring backend over loopback. We start them
   ourselves exactly as ``mlx.launch`` does (``MLX_HOSTFILE`` listing ``ip:port`` per rank,
-  ``MLX_RANK``), which lets the watchdog see each rank separately.
+  ``MLX_RANK``), which lets the watchdog see each rank separately. Where these ranks outnumber
+  the cores, each is held to one core (:func:`rank_cpus`).
 - ``hosts=[RankHost(ip, prefix), ...]``: the same, with an address and a command prefix per
   rank (``ip netns exec NS`` for the namespace ring of :mod:`asprof.cluster.netns`).
 - ``hostfile=PATH``: an ``mlx.launch`` hostfile (on Macs: the Thunderbolt ring). We run
@@ -224,12 +225,31 @@ def _start(spec: LaunchSpec, size: int, tmpdir: str) -> list[_Rank]:
     hostfile = Path(tmpdir) / "ring.json"
     hostfile.write_text(json.dumps(ring))
     out = []
-    for r, h in enumerate(hosts):
+    for r, (h, cpus) in enumerate(zip(hosts, rank_cpus(size))):
         env = {**base_env, "MLX_RANK": str(r), "MLX_WORLD_SIZE": str(size)}
         if size > 1:
             env["MLX_HOSTFILE"] = str(hostfile)
-        out.append(_popen(r, [*h.prefix, *worker], env))
+        out.append(_popen(r, [*h.prefix, *worker], env, cpus))
     return out
+
+
+def rank_cpus(size: int, cpus: list[int] | None = None) -> list[set[int] | None]:
+    """The cores each of ``size`` ranks on this machine is held to (None: wherever the OS puts it).
+
+    Where the ranks outnumber the cores, rank r is held to core r mod c, so every core serves
+    the same number of ranks (two and two for 4 ranks on 2 cores), as if each emulated host had
+    its own share of the machine. Left to itself the OS sometimes runs one rank alone on a core
+    and three on the other for seconds at a time; those three then set every step's pace
+    (docs/validate.md §6.1). With a core or more per rank, or where a process cannot be pinned
+    (macOS), the OS places them. ``cpus``: the cores to share (default: this process's).
+    """
+    if cpus is None:
+        if not hasattr(os, "sched_getaffinity"):
+            return [None] * size
+        cpus = sorted(os.sched_getaffinity(0))
+    if size <= len(cpus):
+        return [None] * size
+    return [{cpus[r % len(cpus)]} for r in range(size)]
 
 
 def _mlx_launch(python: str) -> list[str]:
@@ -240,10 +260,11 @@ def _mlx_launch(python: str) -> list[str]:
     return [python, "-c", "import sys; from mlx._distributed_utils.launch import main; sys.exit(main())"]
 
 
-def _popen(rank, cmd, env) -> _Rank:
+def _popen(rank, cmd, env, cpus: set[int] | None = None) -> _Rank:
+    pin = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))  # before exec: every thread inherits it
     try:
         p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, start_new_session=True)
+                             stderr=subprocess.PIPE, start_new_session=True, preexec_fn=pin)
     except OSError as e:
         raise DistributedError(f"cannot start rank {rank if rank is not None else ''}: {e}") from None
     return _Rank(rank, p)
