@@ -14,6 +14,7 @@ count.
     python benchmarks/resim_fidelity.py bench-fidelity-9                   # the recorded cells, today's code
     python benchmarks/resim_fidelity.py bench-fidelity-9 --square-gemms    # docs/validate.md §6.3
     python benchmarks/resim_fidelity.py bench-fidelity-9 --cells           # and every cell
+    python benchmarks/resim_fidelity.py --together bench-fidelity-10/*-[12]n-* bench-fidelity-11   # cells of two grids
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ def cell_results(path: Path, gemm_shapes: bool | None, pool: bool, spread_all: b
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("grids", nargs="+", help="directories written by bench_fidelity.py --out")
+    ap.add_argument("grids", nargs="+", metavar="DIR",
+                    help="directories written by bench_fidelity.py --out, or single cells of one")
+    ap.add_argument("--together", action="store_true", help="one summary over all the DIRs given")
     ap.add_argument("--square-gemms", action="store_true",
                     help="price GEMMs from the square sweep even where the trace has a shape grid")
     ap.add_argument("--pool-rounds", action="store_true", help="predict each run from all the cell's probe rounds")
@@ -68,11 +71,21 @@ def main(argv=None) -> int:
                     help="the machine's speed pool from each run's own rounds too (asprof before the pooled spread)")
     ap.add_argument("--cells", action="store_true", help="print every cell")
     args = ap.parse_args(argv)
+    groups = []
     for grid in args.grids:
-        cells = sorted(Path(grid).glob("*/validate.json"))
+        cells = [Path(grid) / "validate.json"] if (Path(grid) / "validate.json").exists() else \
+            sorted(Path(grid).glob("*/validate.json"))
         if not cells:
-            print(f"{grid}: no */validate.json (not a bench_fidelity.py --out directory)", file=sys.stderr)
+            print(f"{grid}: neither a cell nor a bench_fidelity.py --out directory", file=sys.stderr)
             return 2
+        groups.append((grid, cells))
+    if args.together:
+        groups = [(" ".join(args.grids) if len(args.grids) < 4 else f"{len(args.grids)} cells or grids",
+                   [c for _, cells in groups for c in cells])]
+    variant = " + ".join(v for v, on in (("square GEMMs", args.square_gemms),
+                                         ("rounds pooled", args.pool_rounds),
+                                         ("speed pool of each run's own rounds", args.own_spread)) if on) or "as the code predicts today"
+    for grid, cells in groups:
         rows = []
         for path in cells:
             for cfg, label, c, inside in cell_results(path, False if args.square_gemms else None, args.pool_rounds,
@@ -89,9 +102,6 @@ def main(argv=None) -> int:
             return (f"median |error| {statistics.median(map(abs, errs)):.1f}%, max {max(map(abs, errs)):.1f}%, "
                     f"in p5-p95 {band:.0%}, mean signed {statistics.fmean(errs):+.1f}% ({len(sel)} cells)")
 
-        variant = " + ".join(v for v, on in (("square GEMMs", args.square_gemms),
-                                             ("rounds pooled", args.pool_rounds),
-                                             ("speed pool of each run's own rounds", args.own_spread)) if on) or "as the code predicts today"
         print(f"{grid} ({variant}): {line(rows)}")
         for k in sorted({r[0] for r in rows}):
             print(f"  {k} rank(s): {line([r for r in rows if r[0] == k])}")
