@@ -296,9 +296,12 @@ def _supervise(spec, procs: list[_Rank], size: int, on_event, echo) -> list[dict
             now = time.monotonic()
             held.release(now, [p for p in procs if p.proc.poll() not in (None, 0)])
             _check_exits(procs, watch, size)
-            if len(watch.results) == size and all(p.proc.poll() is not None for p in procs):
+            # one look at the exits for both tests: a rank can exit between two looks, and then
+            # "not all results yet" and "all exited" were both true though every result was in
+            exited = all(p.proc.poll() is not None for p in procs)
+            if len(watch.results) == size and exited:
                 break
-            if open_streams == 0 and all(p.proc.poll() is not None for p in procs):
+            if open_streams == 0 and exited:
                 missing = sorted(set(range(size)) - set(watch.results))
                 raise DistributedError(f"rank {missing[0]} exited without a result{_tail(watch, missing[0])}")
             _check_time(spec, watch, now, start, size)
