@@ -105,6 +105,35 @@ def test_collective_agreement_decides_when_to_stop():
     assert votes[:1] == [False] and all(votes[1:])  # locally done after 2 samples
 
 
+def test_agreement_after_runs_of_samples():
+    """With ``every``, ranks agree only after every m-th sample (m from the last warm call's
+    time), so that samples run back to back between collectives; the cap still holds."""
+    clock = FakeClock()
+    votes, seen = [], []
+
+    def agree(stop):
+        votes.append(stop)
+        return len(votes) >= 3
+
+    def every(last_s):
+        seen.append(last_s)
+        return 4
+
+    work = clock.work([5.0, 2.0] + [1.0] * 50)  # the cold call, one warm call, the samples
+    t = harness(clock, warmup=1, min_repeats=1).measure(work, no_sync, agree=agree, every=every)
+    assert seen == [2.0]  # decided from the warm call, not the cold one
+    assert len(t.samples_s) == 12 and len(votes) == 3  # agreed after samples 4, 8 and 12
+
+    clock = FakeClock()
+    t = harness(clock, max_repeats=6).measure(clock.work([1.0, 2.0] * 25), no_sync,
+                                              agree=lambda stop: stop, every=lambda s: 4)
+    assert len(t.samples_s) == 6  # agreement at 4, then at the cap (6), not at 8
+
+    clock = FakeClock()  # without agree (one process), every has no effect
+    t = harness(clock, min_repeats=2, target_cv=0.5).measure(clock.work([1.0] * 50), no_sync, every=lambda s: 4)
+    assert len(t.samples_s) == 2
+
+
 def test_time_steps_excludes_the_observer():
     clock = FakeClock()
     seen = []

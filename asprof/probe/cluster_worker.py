@@ -12,9 +12,14 @@ that. On a real cluster (one Mac per rank) the same run gives each node's own fi
 
 Ranks measure in lockstep: the harness's stop rule and every skip decision are made collectively
 (an ``all_sum`` over the group), so all ranks run the same calls at the same time and the ring
-never pairs up different measurements. The whole suite runs ``rounds`` times (the simulator takes
-the median over the repeated records): a machine whose speed drifts for seconds at a time — a
-shared VM — then cannot bias one size or one op.
+never pairs up different measurements. They agree after runs of samples (a third of the
+harness budget), not after every sample: ranks that share a core and agreed after each
+sample timed their short samples alone on it (the collective staggers them), at about half
+the time the same work takes in a training step, where they compute at the same time.
+
+The whole suite runs ``rounds`` times (the simulator takes the median over the repeated
+records): a machine whose speed drifts for seconds at a time — a shared VM — then cannot bias
+one size or one op.
 
 Each record gets ``params.rank``, ``params.ranks`` and ``params.round``; rank 0 also sends this
 machine's host description.
@@ -23,6 +28,7 @@ machine's host description.
 from __future__ import annotations
 
 import argparse
+import math
 import socket
 from dataclasses import replace
 
@@ -55,10 +61,22 @@ def lockstep_records(group, level: str = "quick", names=COMPUTE_PROBES, dtypes=(
             return float(flag)
         return mx.distributed.all_sum(one * float(flag), group=group).item()
 
+    def samples_between(last_s: float, span_s: float) -> int:
+        """Samples between two agreements: enough for about ``span_s`` (the ranks' mean)."""
+        want = max(1, math.ceil(span_s / max(last_s, 1e-9)))
+        if k == 1:
+            return 1
+        return max(1, math.ceil(mx.distributed.all_sum(mx.array([float(want)]), group=group).item() / k))
+
     class LockstepHarness(Harness):
-        def measure(self, fn, sync, what="", agree=None):
-            # stop only when every rank wants to stop
-            return super().measure(fn, sync, what, agree=lambda stop: count(not stop) == 0)
+        def measure(self, fn, sync, what="", agree=None, every=None):
+            # Stop only when every rank wants to stop. The ranks agree after runs of samples
+            # lasting a third of the budget, not after each one: an agreement (a collective)
+            # staggers the ranks, and ranks that share a core would then time short samples
+            # alone on it, while in a training step they compute at the same time
+            # (docs/validate.md §6.1).
+            return super().measure(fn, sync, what, agree=lambda stop: count(not stop) == 0,
+                                   every=lambda last_s: samples_between(last_s, self.config.budget_s / 3))
 
     for n in names:
         if n not in REGISTRY or n in ("memory", "allreduce"):

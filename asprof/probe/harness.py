@@ -109,24 +109,31 @@ class Harness:
         return self._call(fn, sync)
 
     def measure(self, fn: Callable[[], Any], sync: Callable[[Any], None], what: str = "",
-                agree: Callable[[bool], bool] | None = None) -> Timing:
+                agree: Callable[[bool], bool] | None = None,
+                every: Callable[[float], int] | None = None) -> Timing:
         """Cold call, warm-up, then adaptive timed samples (see module docstring).
 
         ``agree(stop) -> stop`` makes the stopping decision collective: in a distributed
         measurement every rank must run the same number of calls or the collective hangs, so
         ranks combine their local decision (e.g. stop only when all want to stop).
+        ``every(seconds of the last warm call) -> m``: with ``agree``, decide only after every
+        m-th sample (m must be the same on every rank), so that samples run back to back
+        between two agreements as a training step's work does.
         """
         c = self.config
         start = self.clock()
-        first = self._call(fn, sync)
+        first = last = self._call(fn, sync)
         for _ in range(c.warmup):
             if agree is None and self.clock() - start >= c.budget_s / 4:
                 break
-            self._call(fn, sync)
+            last = self._call(fn, sync)
+        m = max(1, int(every(last))) if agree is not None and every is not None else 1
         samples: list[float] = []
         while True:
             samples.append(self._call(fn, sync))
             n = len(samples)
+            if n % m and n < c.max_repeats:
+                continue
             spent = self.clock() - start
             stop = (
                 n >= c.max_repeats
