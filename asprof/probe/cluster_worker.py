@@ -38,11 +38,13 @@ COMPUTE_PROBES = ("blas", "launch", "membw", "linalg")
 
 
 def lockstep_records(group, level: str = "quick", names=COMPUTE_PROBES, dtypes=("float32",), rounds: int | None = 1,
-                     skipped: list | None = None):
+                     skipped: list | None = None, agree_span: float | None = None):
     """Yield ``(round, record dict)`` for the compute probes ``names``, measured on every rank
     of ``group`` at once, round after round (``rounds=None``: without end). Every rank must pull
     the same number of records: each measurement's stop rule and every skip are decided
-    collectively. Skips of the first round are appended to ``skipped``."""
+    collectively, after runs of samples lasting about ``agree_span`` seconds (None: a third of
+    the level's budget; 0: after every sample, as before 2026-12-05). Skips of the first round
+    are appended to ``skipped``."""
     import mlx.core as mx
 
     from asprof.probe.backends import discover
@@ -76,7 +78,8 @@ def lockstep_records(group, level: str = "quick", names=COMPUTE_PROBES, dtypes=(
             # alone on it, while in a training step they compute at the same time
             # (docs/validate.md §6.1).
             return super().measure(fn, sync, what, agree=lambda stop: count(not stop) == 0,
-                                   every=lambda last_s: samples_between(last_s, self.config.budget_s / 3))
+                                   every=lambda last_s: samples_between(
+                                       last_s, self.config.budget_s / 3 if agree_span is None else agree_span))
 
     for n in names:
         if n not in REGISTRY or n in ("memory", "allreduce"):
@@ -105,6 +108,8 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--probes", default=",".join(COMPUTE_PROBES))
     ap.add_argument("--dtypes", default="float32", help="blas dtypes (comma-separated)")
+    ap.add_argument("--agree-span", type=float, default=None,
+                    help="seconds of samples between two agreements (default: a third of the budget; 0: every sample)")
     args = ap.parse_args(argv)
 
     group = init_group()
@@ -112,7 +117,8 @@ def main(argv=None) -> None:
 
     skipped: list = []
     records = [rec for _, rec in lockstep_records(group, args.level, [n for n in args.probes.split(",") if n],
-                                                   args.dtypes.split(","), args.rounds, skipped) if rec is not None]
+                                                   args.dtypes.split(","), args.rounds, skipped, args.agree_span)
+               if rec is not None]
     rank, k = group.rank(), group.size()
     host = capture_host(with_torch=False).to_dict() if rank == 0 else None
     emit_result({"rank": rank, "size": k, "hostname": socket.gethostname(), "host": host,
