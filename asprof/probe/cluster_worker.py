@@ -72,11 +72,7 @@ def lockstep_records(group, level: str = "quick", names=COMPUTE_PROBES, dtypes=(
 
     class LockstepHarness(Harness):
         def measure(self, fn, sync, what="", agree=None, every=None):
-            # Stop only when every rank wants to stop. The ranks agree after runs of samples
-            # lasting a third of the budget, not after each one: an agreement (a collective)
-            # staggers the ranks, and ranks that share a core would then time short samples
-            # alone on it, while in a training step they compute at the same time
-            # (docs/validate.md §6.1).
+            # stop only when every rank wants to stop, asked after runs of samples (module docstring)
             return super().measure(fn, sync, what, agree=lambda stop: count(not stop) == 0,
                                    every=lambda last_s: samples_between(
                                        last_s, self.config.budget_s / 3 if agree_span is None else agree_span))
