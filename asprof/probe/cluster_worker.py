@@ -56,19 +56,21 @@ def lockstep_records(group, level: str = "quick", names=COMPUTE_PROBES, dtypes=(
     rank, k = group.rank(), group.size()
     one = mx.ones((1,))
 
-    def count(flag: bool) -> float:
-        """How many ranks raise ``flag`` (a small all_sum; every rank must call it)."""
+    def total(x: float) -> float:
+        """The sum of ``x`` over the ranks (a small all_sum; every rank must call it)."""
         heartbeat()
-        if k == 1:
-            return float(flag)
-        return mx.distributed.all_sum(one * float(flag), group=group).item()
+        return x if k == 1 else mx.distributed.all_sum(one * x, group=group).item()
+
+    def count(flag: bool) -> float:
+        """How many ranks raise ``flag``."""
+        return total(float(flag))
 
     def samples_between(last_s: float, span_s: float) -> int:
-        """Samples between two agreements: enough for about ``span_s`` (the ranks' mean)."""
-        want = max(1, math.ceil(span_s / max(last_s, 1e-9)))
+        """Samples between two agreements: enough for about ``span_s`` (the ranks' mean); one
+        rank alone decides after every sample."""
         if k == 1:
             return 1
-        return max(1, math.ceil(mx.distributed.all_sum(mx.array([float(want)]), group=group).item() / k))
+        return max(1, math.ceil(total(max(1, math.ceil(span_s / max(last_s, 1e-9)))) / k))
 
     class LockstepHarness(Harness):
         def measure(self, fn, sync, what="", agree=None, every=None):
