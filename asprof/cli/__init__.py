@@ -8,6 +8,7 @@ line (``asprof <cmd>: error: ...``) with a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 
 import click
