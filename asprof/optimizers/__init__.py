@@ -17,7 +17,9 @@ from asprof.optimizers.accounting import closed_form_state_bytes, state_bytes
 from asprof.optimizers.base import Adam, PhasedOptimizer
 from asprof.optimizers.comm import Communicator
 from asprof.optimizers.kfac import KFACLinear, attach_kfac, kfac_layers, kfac_value_and_grad
-from asprof.optimizers.kpop import KPOP, TopKPOP, canonical_signs, eigh_basis, make_optimizer, power_basis, reduced_dim
+from asprof.optimizers.eigenbasis import canonical_signs, eigh_basis, power_basis
+from asprof.optimizers.kpop import KPOP, TopKPOP, reduced_dim
+from asprof.optimizers.factory import make_optimizer
 from asprof.optimizers.alice import Alice, Alice0
 from asprof.optimizers.eigen_adam import EigenAdam
 from asprof.optimizers.racs import RACS

@@ -17,7 +17,7 @@ import numpy as np
 from asprof.optimizers.accounting import ALICE_LEADING, ALICE_RANK, alice_rank, resolve_count
 from asprof.optimizers.base import check_positive
 from asprof.optimizers.comm import Communicator
-from asprof.optimizers.kpop import canonical_signs
+from asprof.optimizers.eigenbasis import canonical_signs
 from asprof.optimizers.structured import (
     StructuredOptimizer,
     adam_direction,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from asprof.optimizers.kpop import eigh_basis
+from asprof.optimizers.eigenbasis import eigh_basis
 from asprof.optimizers.structured import EigenbasisOptimizer, adam_direction, oriented, stat_dtype
 
 

@@ -14,37 +14,9 @@ import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
 from asprof.optimizers.accounting import reduced_dim
-from asprof.optimizers.base import PhasedOptimizer, check_positive
+from asprof.optimizers.base import PhasedOptimizer
 from asprof.optimizers.comm import Communicator
-
-EIG_METHODS = ("eigh", "power")
-
-
-def canonical_signs(q: mx.array) -> mx.array:
-    """Flip each column so its largest-magnitude entry is positive (first such entry on ties):
-    eigenvectors are defined up to sign, and every rank must hold the identical basis."""
-    idx = mx.argmax(mx.abs(q), axis=0)
-    pivot = mx.take_along_axis(q, idx[None, :], axis=0)
-    return q * mx.where(pivot < 0, -1.0, 1.0).astype(q.dtype)
-
-
-def eigh_basis(m: mx.array, k: int) -> mx.array:
-    """The eigenvectors of the top ``k`` eigenvalues of symmetric ``m``, ascending, sign-canonical.
-    ``eigh`` runs on the CPU stream (the only place MLX implements it; DESIGN §5)."""
-    _, vecs = mx.linalg.eigh(m, stream=mx.cpu)
-    n = m.shape[0]
-    return canonical_signs(vecs[:, n - k:] if k < n else vecs)
-
-
-def power_basis(m: mx.array, q: mx.array) -> mx.array:
-    """One step of (subspace) power iteration from the previous basis ``q`` (n×k): Q ← QR(M·Q)
-    (KPOP paper §3.2, after SOAP), then columns sorted by the Rayleigh quotients diag(QᵀMQ),
-    ascending, and sign-canonical. The QR runs on the CPU stream."""
-    z = m @ q
-    qn, _ = mx.linalg.qr(z, stream=mx.cpu)
-    rayleigh = mx.sum(qn * (m @ qn), axis=0)
-    order = mx.argsort(rayleigh)
-    return canonical_signs(mx.take(qn, order, axis=1))
+from asprof.optimizers.eigenbasis import EIG_METHODS, eigh_basis, power_basis
 
 
 class KPOP(PhasedOptimizer):
@@ -248,26 +220,3 @@ class TopKPOP(KPOP):
         if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 < sparsity <= 1.0:
             raise ValueError(f"sparsity (s) must be in (0, 1], got {sparsity!r}")
         self.sparsity = float(sparsity)
-
-
-def make_optimizer(name: str, learning_rate, sparsity: float = 1.0, **kwargs) -> PhasedOptimizer:
-    """``adam`` | ``kpop`` | ``topkpop`` | ``eigen-adam`` | ``soap`` | ``racs`` | ``alice`` |
-    ``alice-0`` by name; ``kwargs`` go to the class (KFAC keyword arguments are ignored for Adam)."""
-    from asprof.optimizers.base import Adam
-
-    check_positive("learning_rate", learning_rate, allow_callable=True)
-    if name == "adam":
-        for k in ("alpha", "warmup", "frequency", "eig_method"):
-            kwargs.pop(k, None)
-        return Adam(learning_rate, **kwargs)
-    if name == "kpop":
-        return KPOP(learning_rate, **kwargs)
-    if name == "topkpop":
-        return TopKPOP(learning_rate, sparsity=sparsity, **kwargs)
-    from asprof.optimizers import alice, eigen_adam, racs, soap  # they import this module
-
-    structured = {"eigen-adam": eigen_adam.EigenAdam, "soap": soap.SOAP, "racs": racs.RACS,
-                  "alice": alice.Alice, "alice-0": alice.Alice0}
-    if name in structured:
-        return structured[name](learning_rate, **kwargs)
-    raise ValueError(f"unknown optimizer {name!r}; choose adam, kpop, topkpop, {', '.join(structured)}")

@@ -36,7 +36,7 @@ from mlx.utils import tree_flatten
 from asprof.optimizers.base import PhasedOptimizer
 from asprof.optimizers.comm import Communicator
 from asprof.optimizers.kfac import DEFAULT_EXCLUDE, KFACLinear
-from asprof.optimizers.kpop import canonical_signs
+from asprof.optimizers.eigenbasis import canonical_signs
 
 
 def linear_weight_paths(model: nn.Module, exclude: Iterable[str] = DEFAULT_EXCLUDE) -> list[str]:
