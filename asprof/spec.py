@@ -201,6 +201,9 @@ class OptimizerSpec:
             return k is not None and (t == 0 or (t + 1) % k == 0)
         return self.kfac and (t < self.warmup or t % self.frequency == 0)
 
+    def refresh_steps(self, steps: int) -> list[int]:
+        return [t for t in range(steps) if self.refresh_due(t)]
+
     def kwargs(self) -> dict:
         """Keyword arguments of the MLX optimizer's constructor (asprof.optimizers), besides the
         learning rate and TopKPOP's sparsity (make_optimizer's own arguments)."""
@@ -276,3 +279,56 @@ class RunSpec:
         fields_ = {k: d[k] for k in ("model", "batch", "seq", "vocab", "dtype") if k in d}
         return cls(optimizer=OptimizerSpec(**{k: v for k, v in opt.items() if k in OptimizerSpec.__dataclass_fields__}),
                    **fields_)
+
+
+@dataclass(frozen=True)
+class RunChoices:
+    """The shared flags as a command receives them (asprof/cli/options.py): one model, and lists
+    of optimizers and TopKPOP sparsities. :meth:`specs` resolves them into one :class:`RunSpec`
+    per run on a cluster of ``nodes`` — the same specs in every command."""
+
+    model: str = MODEL
+    vocab: int | None = None
+    batch: int = BATCH  # per node
+    global_batch: int | None = None  # over the cluster, split over the nodes; overrides batch
+    seq: int | None = None
+    dtype: str = DTYPE
+    optimizers: tuple[str, ...] = OPTIMIZER_LIST
+    sparsity: tuple[float, ...] = (SPARSITY,)
+    lr: float | None = None
+    frequency: int = FREQUENCY
+    warmup: int = WARMUP
+    alpha: float = ALPHA
+    eig_method: str = EIG_METHOD
+    interval: int | None = None
+    rank: float = RANK
+
+    def __post_init__(self):
+        if not self.optimizers:
+            raise AsprofError("--optimizer needs at least one optimizer")
+        for name in self.optimizers:
+            check_optimizer(name)
+        if not self.sparsity:
+            raise AsprofError("--sparsity needs at least one value")
+        for s in self.sparsity:
+            check_sparsity(s)
+        if self.global_batch is not None:
+            check_int("--global-batch", self.global_batch)
+        self.specs(1)  # every field checked once, by the spec itself
+
+    def specs(self, nodes: int) -> tuple[RunSpec, ...]:
+        """One spec per optimizer (TopKPOP once per sparsity), in the order given."""
+        batch = per_node_batch(self.batch, self.global_batch, nodes)
+        knobs = dict(lr=self.lr, frequency=self.frequency, warmup=self.warmup, alpha=self.alpha,
+                     eig_method=self.eig_method, interval=self.interval, rank=self.rank)
+        out = []
+        for name in dict.fromkeys(self.optimizers):
+            for s in (self.sparsity if name == "topkpop" else (1.0,)):
+                out.append(RunSpec(self.model, OptimizerSpec(name, sparsity=float(s), **knobs), batch, self.seq,
+                                   self.vocab, self.dtype))
+        return tuple(out)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["optimizers"], d["sparsity"] = list(self.optimizers), list(self.sparsity)
+        return d

@@ -35,11 +35,10 @@ def main(argv=None) -> int:
     import mlx.core as mx
 
     from asprof.optimizers.base import adam_step
-    from asprof.presets import resolve_model
     from asprof.simulate import Workload
-    from asprof.train.data import VOCAB
+    from asprof.spec import RunSpec
 
-    mc = resolve_model(args.model).with_overrides(vocab=VOCAB)  # as asprof train and validate build it
+    mc = RunSpec(args.model).model_config()  # as asprof train and validate build it
     arrays = Workload(mc, batch=1, seq=mc.seq_len).param_arrays()
     state = [(mx.random.normal((n,)), mx.zeros((n,)), mx.full((n,), 0.01), mx.random.normal((n,)))
              for _, n, _ in arrays]

@@ -35,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from asprof.spec import BYTE_VOCAB, RunChoices  # noqa: E402
 from asprof.validate.config import ValidateConfig  # noqa: E402
 from asprof.validate.run import run_validation  # noqa: E402
 
@@ -157,8 +158,8 @@ def steps_for(cfg: ValidateConfig, min_seconds: float, max_steps: int) -> int:
         return cfg.steps
     trace = load_trace(found)
     probe = dataclasses.replace(cfg, replicas=2)
-    fastest = min(statistics.fmean(predict_run(probe, trace, o)[0][0][cfg.warmup_steps:]) for o in cfg.optimizers)
-    return max(cfg.steps, min(max_steps, cfg.warmup_steps + int(min_seconds / fastest + 0.999)))
+    fastest = min(statistics.fmean(predict_run(probe, trace, s)[0][0][cfg.skip:]) for s in cfg.specs())
+    return max(cfg.steps, min(max_steps, cfg.skip + int(min_seconds / fastest + 0.999)))
 
 
 def probe_cluster(cfg: ValidateConfig, max_busy: float) -> None:
@@ -200,7 +201,7 @@ def main(argv=None) -> int:
     ap.add_argument("--probe-during", action="store_true",
                     help="asprof validate --probe-during: the compute probes measured between the training steps, "
                          "each run predicted from its own")
-    ap.add_argument("--warmup-steps", type=int, default=4)
+    ap.add_argument("--warmup", type=int, default=4, help="KPOP's warm-up; steps up to warmup + 1 are not compared")
     ap.add_argument("--traces-dir", default=None,
                     help="reuse the cluster probes in this directory (default: probe every cluster afresh, just "
                          "before its cells, into bench-traces/<time of the run>/)")
@@ -220,7 +221,7 @@ def main(argv=None) -> int:
     rates = [float(x) for x in args.rates.split(",")]
     optimizers = tuple(args.optimizers.split(","))
     print(f"bench_fidelity: nodes {nodes}, models {models}, rates {rates} Mbit/s, {args.steps} steps "
-          f"(first {args.warmup_steps} excluded); {load()}", flush=True)
+          f"(first {args.warmup + 1} excluded); {load()}", flush=True)
     # SIGTERM unwinds like Ctrl-C: the ranks are stopped and a namespace ring is removed
     import signal
 
@@ -239,8 +240,10 @@ def main(argv=None) -> int:
                 probe_cluster(ValidateConfig(nodes=k, netns_rate=rate, traces_dir=args.traces_dir), args.max_busy)
             for model in models:
                 batch, seq = MODELS.get(model, (4, 64))
-                cfg = ValidateConfig(nodes=k, netns_rate=rate, optimizers=optimizers, model=model, batch=batch, seq=seq,
-                                     steps=args.steps, warmup_steps=args.warmup_steps, traces_dir=args.traces_dir,
+                # the grid's workloads as recorded since grid 1: the byte vocabulary (vocab 256)
+                run = RunChoices(model=model, vocab=BYTE_VOCAB, batch=batch, seq=seq, optimizers=optimizers,
+                                 warmup=args.warmup)
+                cfg = ValidateConfig(nodes=k, netns_rate=rate, run=run, steps=args.steps, traces_dir=args.traces_dir,
                                      out=f"{args.out}/{model}-{k}n-{rate:g}",
                                      probe_during=args.probe_during)
                 cfg = dataclasses.replace(cfg, steps=steps_for(cfg, args.min_seconds, args.max_steps))

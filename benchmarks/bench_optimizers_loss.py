@@ -24,10 +24,10 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
-from asprof.train.config import DEFAULT_LR, TrainConfig
+from asprof.spec import DEFAULT_LR
+from asprof.train.config import TrainConfig
 from asprof.train.data import load_corpus
 from asprof.train.loop import train_process
 from asprof.train.model import n_params
@@ -79,7 +79,7 @@ def main():
         print(msg, flush=True)
 
     corpus = load_corpus()
-    base = TrainConfig(model=a.model, batch=a.batch, seq=a.seq, seed=a.seed, eval_batches=a.eval_batches,
+    base = TrainConfig.build(model=a.model, batch=a.batch, seq=a.seq, seed=a.seed, eval_batches=a.eval_batches,
                        steps=a.sweep_steps)
     from asprof.train.model import LLaMA
 
@@ -95,7 +95,7 @@ def main():
     for opt in ([] if a.only_structured else a.sweep.split(",")) + \
             [o for o in a.structured_sweep.split(",") if o in structured]:
         rates = slrs if opt in structured else lrs
-        rows = [run(replace(base, optimizer=opt, lr=lr, sparsity=1.0), corpus, log) for lr in rates]
+        rows = [run(base.evolve(optimizer=opt, lr=lr, sparsity=1.0), corpus, log) for lr in rates]
         sweep += rows
         best[opt] = min(rows, key=lambda r: r["val_loss"])["lr"]
     if not a.only_structured:
@@ -111,7 +111,7 @@ def main():
     configs = [("adam", 1.0)] if a.only_structured else \
         [("adam", 1.0), ("kpop", 1.0), ("topkpop", 1.0), ("topkpop", 0.5), ("topkpop", 0.1)]
     for opt, s in configs + [(o, 1.0) for o in structured]:
-        final.append(run(replace(base, optimizer=opt, sparsity=s, lr=best[opt], steps=a.steps), corpus, log))
+        final.append(run(base.evolve(optimizer=opt, sparsity=s, lr=best[opt], steps=a.steps), corpus, log))
     log(f"\ntotal {time.monotonic() - t0:.0f} s\n")
     log("| optimizer | lr | validation loss | train loss (last 10 steps) | ms / step |")
     log("|---|---|---|---|---|")

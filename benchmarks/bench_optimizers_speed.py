@@ -76,7 +76,7 @@ def main():
     for f, w in ((10, a.window10), (100, a.window100)):
         specs.append((f"kpop f={f}", dict(optimizer="kpop", frequency=f), w))
         specs.append((f"topkpop s={a.sparsity:g} f={f}", dict(optimizer="topkpop", frequency=f, sparsity=a.sparsity), w))
-    runs = [Run(label, TrainConfig(**common, **kw), corpus, w) for label, kw, w in specs]
+    runs = [Run(label, TrainConfig.build(**common, **kw), corpus, w) for label, kw, w in specs]
     cfg = runs[0].trainer.cfg
     print(f"model {cfg.name}: {cfg.layers} layers, hidden {cfg.hidden}, ffn {cfg.ffn}, heads {cfg.heads}, vocab {cfg.vocab}; "
           f"batch {a.batch} x {a.seq} tokens; mlx {mx.__version__}, metal={mx.metal.is_available()}")

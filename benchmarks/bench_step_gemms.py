@@ -28,9 +28,9 @@ import mlx.core as mx  # noqa: E402
 from asprof.simulate import HardwareModel  # noqa: E402
 from asprof.simulate.costs import OptimizerSpec, plan_step  # noqa: E402
 from asprof.simulate.workload import Workload, op_time  # noqa: E402
+from asprof.spec import RunSpec  # noqa: E402
 from asprof.traces.io import load_trace  # noqa: E402
 from asprof.traces.schema import Record  # noqa: E402
-from asprof.validate.config import ValidateConfig  # noqa: E402
 
 
 def time_alone(op, reps: int = 10, repeats: int = 7) -> float:
@@ -80,7 +80,7 @@ def fwd_bwd_measured(model: str, batch: int, seq: int, optimizer: str, steps: in
     from asprof.train.data import load_corpus
     from asprof.train.loop import Trainer
 
-    trainer = Trainer(TrainConfig(optimizer=optimizer, steps=steps, model=model, batch=batch, seq=seq, eval_batches=1),
+    trainer = Trainer(TrainConfig.build(optimizer, steps=steps, model=model, batch=batch, seq=seq, vocab=256, eval_batches=1),
                       load_corpus(None))
     out = []
     for i in range(steps):
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
 
     trace, how = with_shape_grid(load_trace(args.trace), args.level)
     square, shaped = HardwareModel.from_trace(trace, gemm_shapes=False), HardwareModel.from_trace(trace, gemm_shapes=True)
-    mc = ValidateConfig(nodes=args.nodes, model=args.model, batch=args.batch, seq=args.seq).model_config()
+    mc = RunSpec(args.model, batch=args.batch, seq=args.seq, vocab=256).model_config()  # as the grid trains it
     plan = plan_step(Workload(mc, batch=args.batch, seq=args.seq), OptimizerSpec(args.optimizer), args.nodes)
     ops = list(plan.forward) + list(plan.backward)
     print(f"bench_step_gemms: {args.model}, {args.batch} x {args.seq} per node, {args.optimizer}; prices from "

@@ -45,15 +45,15 @@ def run_records(trace, i: int, pool: bool):
 
 def cell_results(path: Path, gemm_shapes: bool | None, pool: bool, spread_all: bool = True):
     doc = json.loads(path.read_text())
-    cfg = ValidateConfig(**{k: v for k, v in doc["config"].items() if k in ValidateConfig.__dataclass_fields__})
+    cfg = ValidateConfig.from_dict(doc["config"])
     trace = load_trace(doc["trace"]["path"])
-    for i, o in enumerate(cfg.optimizers):
-        label = next(k for k in doc["optimizers"] if k.split()[0] == o)
+    for i, spec in enumerate(cfg.specs()):
+        label = spec.optimizer.label
         measured = doc["optimizers"][label]["training"]["step_time_s"]
         own = run_records(trace, i, pool) if cfg.probe_during else trace
         whole = trace if cfg.probe_during and spread_all else None
-        replicas, _, breakdown, _ = predict_run(cfg, own, o, gemm_shapes=gemm_shapes, spread_from=whole)
-        c = compare(label, measured, replicas, cfg.warmup_steps, None, None, breakdown)
+        replicas, _, breakdown, _ = predict_run(cfg, own, spec, gemm_shapes=gemm_shapes, spread_from=whole)
+        c = compare(label, measured, replicas, cfg.skip, None, None, breakdown)
         m = np.asarray(c.measured_s)
         inside = int(((m >= np.asarray(c.band_lo_s)) & (m <= np.asarray(c.band_hi_s))).sum())
         yield cfg, label, c, inside

@@ -4,7 +4,6 @@ state (bases, statistics, Alice's switching draws), and 2 ranks follow 1 process
 global batch. Nothing but the gradients is all-reduced."""
 
 import json
-from dataclasses import replace
 
 import mlx.core as mx
 import numpy as np
@@ -26,13 +25,13 @@ def runs(tmp_path_factory):
     d = tmp_path_factory.mktemp("inputs")
     (d / "micro.json").write_text(json.dumps(MICRO))
     (d / "random.bin").write_bytes(np.random.default_rng(0).integers(0, 256, 100_000).astype(np.uint8).tobytes())
-    base = TrainConfig(steps=4, model=str(d / "micro.json"), data=str(d / "random.bin"), batch=8, lr=1e-3,
+    base = TrainConfig.build(steps=4, model=str(d / "micro.json"), data=str(d / "random.bin"), batch=8, lr=1e-3,
                        interval=2, eval_batches=1, timeout_s=120)
     out = {}
     for name in NAMES:
-        cfg = replace(base, optimizer=name)
+        cfg = base.evolve(optimizer=name)
         one = run_training(cfg, save_params=str(d / name / "one"))
-        two = run_training(replace(cfg, nodes=2), save_params=str(d / name / "two"))
+        two = run_training(cfg.evolve(nodes=2, batch=cfg.batch // 2), save_params=str(d / name / "two"))
         out[name] = (one, two, d / name)
     return out
 

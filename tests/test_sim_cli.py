@@ -93,8 +93,8 @@ def test_memory_that_does_not_fit_is_a_warning(fresh, capsys):
     (["--trace", "nonsense"], "no such trace file or bundled profile"),
     (["--steps", "0"], "steps"),
     (["--slow", "40=2"], "node 40"),
-    (["--nodes", "3", "--global-batch", "16"], "not a multiple of 3 nodes"),
-    (["--global-batch", "0"], "global batch"),
+    (["--nodes", "3", "--global-batch", "16"], "not a multiple of 3 node(s)"),
+    (["--global-batch", "0"], "--global-batch must be a positive integer"),
     (["--nodes", "1,2", "--timeline", "t.json"], "--timeline"),
 ])
 def test_bad_input_is_one_line_and_nonzero(fresh, capsys, args, expect):

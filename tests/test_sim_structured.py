@@ -13,6 +13,7 @@ from asprof.simulate import Cluster, HardwareModel, OptimizerSpec, SimConfig, Wo
 from asprof.simulate.costs import plan_step
 from asprof.simulate.effective import smoothed, speedup_from_curves, steps_to_reach
 from asprof.simulate.session import SimulateConfig
+from asprof.spec import RunChoices
 from asprof.traces import load_profile
 from helpers import run_simulate as run_cli
 
@@ -137,5 +138,5 @@ def test_effective_throughput_from_training_results(fresh, capsys):
 
 def test_simulate_config_validates_speedups():
     with pytest.raises(AsprofError, match="not both"):
-        SimulateConfig(optimizers=("adam", "alice"), speedups=(("alice", 2.0),),
+        SimulateConfig(run=RunChoices(optimizers=("adam", "alice")), speedups=(("alice", 2.0),),
                        loss_curves=(("adam", "a.json"), ("alice", "b.json")))

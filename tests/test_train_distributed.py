@@ -10,7 +10,6 @@ runs differ by O(lr) though every rank of the 2-process run agrees exactly (docs
 """
 
 import json
-from dataclasses import replace
 
 import mlx.core as mx
 import numpy as np
@@ -33,7 +32,7 @@ def base(tmp_path_factory):
     d = tmp_path_factory.mktemp("inputs")
     (d / "micro.json").write_text(json.dumps(MICRO))
     (d / "random.bin").write_bytes(np.random.default_rng(0).integers(0, 256, 100_000).astype(np.uint8).tobytes())
-    return TrainConfig(optimizer="adam", steps=5, model=str(d / "micro.json"), data=str(d / "random.bin"), batch=8,
+    return TrainConfig.build(optimizer="adam", steps=5, model=str(d / "micro.json"), data=str(d / "random.bin"), batch=8,
                        lr=1e-3, sparsity=0.25, warmup=2, frequency=2, eval_batches=1, timeout_s=120)
 
 
@@ -46,9 +45,10 @@ def runs(tmp_path_factory, base):
     out = {}
     for opt in ("adam", "kpop", "topkpop"):
         d = tmp_path_factory.mktemp(opt)
-        cfg = replace(base, optimizer=opt)
+        cfg = base.evolve(optimizer=opt)
         one = run_training(cfg, save_params=str(d / "one"))
-        two = run_training(replace(cfg, nodes=2), save_params=str(d / "two"))
+        # the same global batch: 8 sequences on one rank, 4 on each of two
+        two = run_training(cfg.evolve(nodes=2, batch=cfg.batch // 2), save_params=str(d / "two"))
         out[opt] = (one, two, d)
     return out
 
@@ -105,7 +105,7 @@ def test_sparsity_point_one_payload_is_about_s():
 
 
 def test_instrumented_distributed_run_keeps_every_ranks_phases(base):
-    r = run_training(replace(base, optimizer="topkpop", steps=3, nodes=2, instrument=True))
+    r = run_training(base.evolve(optimizer="topkpop", steps=3, nodes=2, batch=base.batch // 2, instrument=True))
     assert len(r.phases_s) == 3 and len(r.phases_s_by_rank) == 2
     assert r.phases_s == r.phases_s_by_rank[0]
     for ranks_phases in r.phases_s_by_rank:

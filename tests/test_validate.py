@@ -14,7 +14,8 @@ from asprof.simulate import Cluster, HardwareModel, OptimizerSpec, SimConfig, Wo
 from asprof.traces.io import save_trace
 from asprof.traces.schema import Host, Record, Trace
 from asprof.validate.compare import band_fraction, compare, phase_means, rel_error_pct
-from asprof.validate.config import ValidateConfig, known_optimizers
+from asprof.spec import OPTIMIZERS, RunChoices
+from asprof.validate.config import ValidateConfig
 from asprof.validate.match import ClusterIdentity, find_matching, mismatches
 
 
@@ -125,10 +126,14 @@ def test_find_matching_takes_the_newest_match_and_says_why_others_failed(tmp_pat
 
 
 # -- configuration ---------------------------------------------------------------------------------
-def test_optimizers_come_from_both_registries():
-    known = known_optimizers()
-    assert {"adam", "kpop", "topkpop"} <= set(known)
-    assert ValidateConfig(optimizers=known).optimizers == known
+def test_every_optimizer_is_validated_from_the_one_registry():
+    specs = ValidateConfig(run=RunChoices(optimizers=OPTIMIZERS, model="tiny")).specs()
+    assert [s.optimizer.name for s in specs] == list(OPTIMIZERS)
+
+
+def _config(**kw):
+    run = {k: kw.pop(k) for k in list(kw) if k in RunChoices.__dataclass_fields__}
+    return ValidateConfig(run=RunChoices(**run), **kw)
 
 
 @pytest.mark.parametrize("kw, expect", [
@@ -137,15 +142,17 @@ def test_optimizers_come_from_both_registries():
     (dict(hostfile="/nonexistent/hosts.json"), "no such hostfile"),
     (dict(optimizers=("adam", "lion")), "unknown optimizer 'lion'"),
     (dict(tolerance=-1.0), "--tolerance must be a percentage >= 0"),
-    (dict(sparsity=0.0), "--sparsity must be in (0, 1]"),
-    (dict(steps=5, warmup_steps=5), "must exceed --warmup-steps"),
+    (dict(sparsity=(0.0,)), "--sparsity must be in (0, 1]"),
+    (dict(steps=12, warmup=10), "must exceed --warmup + 1"),
     (dict(model="nope"), "unknown model preset 'nope'"),
     (dict(nodes=2, hostfile="h.json"), "not both"),
     (dict(probe_during=True, trace="m4-mini-x16-tb4"), "--probe-during probes the cluster during every run itself"),
+    (dict(dtype="bfloat16"), "asprof train runs float32 only"),
+    (dict(vocab=100), "training reads bytes"),
 ])
 def test_bad_configurations(kw, expect):
     with pytest.raises(AsprofError, match=None) as e:
-        ValidateConfig(**kw)
+        _config(**kw)
     assert expect in str(e.value)
 
 

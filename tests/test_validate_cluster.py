@@ -16,7 +16,7 @@ from asprof.traces.io import load_trace
 from asprof.validate.match import ClusterIdentity, find_matching
 
 pytestmark = pytest.mark.distributed
-TINY = ["--model", "tiny", "--batch", "2", "--seq", "16", "--steps", "6", "--warmup-steps", "2",
+TINY = ["--model", "tiny", "--batch", "2", "--seq", "16", "--steps", "6", "--warmup", "2",
         "--probe-level", "tiny", "--probe-rounds", "1", "--replicas", "3", "--tolerance", "1e9"]
 
 
@@ -88,7 +88,7 @@ def test_namespace_ring_end_to_end(capsys, tmp_path):
 
 def test_killing_a_rank_ends_the_run_with_one_line(tmp_path):
     cmd = [sys.executable, "-c", "from asprof.cli import run; run()", "validate", "--nodes", "2", "--optimizer", "adam",
-           "--model", "tiny", "--batch", "2", "--seq", "16", "--steps", "100000", "--warmup-steps", "2",
+           "--model", "tiny", "--batch", "2", "--seq", "16", "--steps", "100000", "--warmup", "2",
            "--trace", "m4-mini-x16-tb4", "--out", str(tmp_path / "out")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:

@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import click
 
+from asprof.cli.options import comma_list, print_specs, run_options
 from asprof.errors import AsprofError
-
-
-def _list(kind, name):
-    def parse(ctx, param, value):
-        try:
-            return tuple(kind(x) for x in value.split(",") if x.strip())
-        except ValueError:
-            raise click.BadParameter(f"expected a comma-separated list of {name}, got {value!r}") from None
-    return parse
 
 
 def _slow(ctx, param, values):
@@ -71,28 +63,10 @@ Examples:
   asprof simulate --nodes 8 --slow 3.link=2      # node 3's link at half speed
   asprof simulate --nodes 16 --global-batch 16   # the KPOP paper's 16 x 1024 tokens per step
   asprof simulate --optimizer adam,racs,alice,soap --speedup alice=2.2,racs=1.5   # effective tokens/s""")
-@click.option("--nodes", default="16", callback=_list(int, "integers"), show_default=True,
+@click.option("--nodes", default="16", callback=comma_list(int, "integers"), show_default=True,
               help="Node count(s), e.g. 16 or 1,2,4,8,16.")
-@click.option("--sparsity", default="0.1", callback=_list(float, "numbers"), show_default=True,
-              help="TopKPOP sparsity s ∈ (0, 1], or a list.")
-@click.option("--optimizer", "optimizers", default="adam,kpop,topkpop", callback=_list(str, "names"),
-              show_default=True,
-              help="Optimizers to simulate: adam, kpop, topkpop, eigen-adam, soap, racs, alice, alice-0.")
+@run_options
 @click.option("--trace", default=None, help="Trace file or bundled profile name.")
-@click.option("--model", default="kpop-1.7m", show_default=True, help="Model preset or JSON model config file.")
-@click.option("--batch", default=16, type=int, show_default=True, help="Sequences per node per step.")
-@click.option("--global-batch", default=None, type=int,
-              help="Sequences per step over the whole cluster, split over the nodes (like `asprof train --batch`); "
-                   "overrides --batch.")
-@click.option("--seq", default=None, type=int, help="Sequence length [default: the model's].")
-@click.option("--dtype", default="float32", show_default=True, help="Activation/GEMM dtype.")
-@click.option("--frequency", "-f", default=10, type=int, show_default=True, help="KPOP refresh every f steps.")
-@click.option("--warmup", default=10, type=int, show_default=True, help="Refresh every step while t < warmup.")
-@click.option("--eig-method", default="eigh", show_default=True, help="eigh or power (one QR power step).")
-@click.option("--interval", default=None, type=int,
-              help="Eigen-Adam/SOAP/Alice basis refresh every K steps [default: 10, Alice 200].")
-@click.option("--rank", default=0.25, type=float, show_default=True,
-              help="Alice/Alice-0 rank: a fraction (<= 1) of each matrix's smaller side, or a count.")
 @click.option("--speedup", "speedups", multiple=True, callback=_pairs(float, "SPEEDUP"),
               help="OPTIMIZER=S: steps-to-target speed-up over Adam; adds effective tokens/s = tokens/s x S "
                    "(paper 004, F.5). Repeatable or comma-separated.")
@@ -117,17 +91,18 @@ Examples:
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Where to write the sweep plot [default: simulate_sweep.png for sweeps].")
 @click.option("--no-plot", is_flag=True, help="Do not write the sweep plot.")
-def command(nodes, sparsity, optimizers, trace, model, batch, global_batch, seq, dtype, frequency, warmup, eig_method,
-            interval, rank, speedups, loss_curves, steps, seed, no_variance, link, slowdowns, node_traces, gemm_shapes,
-            as_json, timeline, plot, no_plot):
+def command(nodes, choices, print_spec, trace, speedups, loss_curves, steps, seed, no_variance, link, slowdowns,
+            node_traces, gemm_shapes, as_json, timeline, plot, no_plot):
     from asprof.simulate.report import render_json, render_text
     from asprof.simulate.session import SimulateConfig, run_simulation
 
-    cfg = SimulateConfig(nodes=nodes, sparsity=sparsity, optimizers=optimizers, trace=trace, model=model,
-                         batch=batch, global_batch=global_batch, seq=seq, dtype=dtype, frequency=frequency, warmup=warmup,
-                         eig_method=eig_method, steps=steps, seed=seed, variance=not no_variance, link=link,
-                         slowdowns=slowdowns, node_traces=node_traces, interval=interval, rank=rank,
-                         speedups=speedups, loss_curves=loss_curves, gemm_shapes=gemm_shapes)
+    cfg = SimulateConfig(nodes=nodes, run=choices, trace=trace, steps=steps, seed=seed, variance=not no_variance,
+                         link=link, slowdowns=slowdowns, node_traces=node_traces, speedups=speedups,
+                         loss_curves=loss_curves, gemm_shapes=gemm_shapes)
+    if print_spec:
+        for k in nodes:
+            print_specs(choices.specs(k), k)
+        return 0
     if timeline and cfg.is_sweep:
         raise AsprofError("--timeline needs one node count and one sparsity (not a sweep)")
     report = run_simulation(cfg, timeline=bool(timeline))

@@ -9,38 +9,28 @@ from pathlib import Path
 
 import click
 
+from asprof.cli.options import print_specs, run_options
 from asprof.errors import AsprofError
 
 
-@click.command(help="""Train the small LLaMA on byte-level text with Adam, KPOP or TopKPOP (or the
-structured-Fisher optimizers Eigen-Adam, SOAP, RACS, Alice, Alice-0) and report loss, tokens/s and
-per-step time (the first --warmup + 1 steps are left out of the timing summary).
+@click.command(help="""Train the small LLaMA on byte-level text with each optimizer given (Adam, KPOP,
+TopKPOP, Eigen-Adam, SOAP, RACS, Alice, Alice-0) and report loss, tokens/s and per-step time (the
+first --warmup + 1 steps are left out of the timing summary).
 
-Data defaults to the Python standard library's own source (present on every installation);
---data FILE trains on your text. --nodes N runs N local ranks over MLX's ring backend,
---hostfile F the ranks of an mlx.launch hostfile; the global --batch is split over the ranks.
---instrument adds a second pass from the same seed that times the phases of each step
-(fwd_bwd, factor_ema, refresh, grad_allreduce, optimizer). Writes a JSON result and a loss
-plot (PNG) to --out.""")
-@click.option("--optimizer", type=click.Choice(["adam", "kpop", "topkpop", "eigen-adam", "soap", "racs", "alice",
-                                               "alice-0"]), default="adam", show_default=True)
-@click.option("--sparsity", type=float, default=0.1, show_default=True, help="TopKPOP s in (0, 1].")
+The run flags (--model, --batch per node, --global-batch, --seq, --optimizer, --sparsity, -f,
+--warmup, ...) mean what they mean in `asprof simulate` and `asprof validate`. Data defaults to
+the Python standard library's own source (present on every installation); --data FILE trains on
+your text. --nodes N runs N local ranks over MLX's ring backend, --hostfile F the ranks of an
+mlx.launch hostfile. --instrument adds a second pass from the same seed that times the phases of
+each step (fwd_bwd, factor_ema, refresh, grad_allreduce, optimizer). Writes a JSON result and a
+loss plot (PNG) per optimizer to --out.
+
+\b
+Examples:
+  asprof train --model tiny --optimizer adam,kpop --steps 50
+  asprof train --model small --optimizer topkpop --sparsity 0.1 --nodes 2 --instrument""")
+@run_options
 @click.option("--steps", type=int, default=100, show_default=True)
-@click.option("--lr", type=float, default=None,
-              help="Learning rate [default: Adam 1e-3, KPOP/TopKPOP 3e-3: the sweep in docs/optimizers.md; "
-                   "Eigen-Adam/SOAP 3e-3, RACS/Alice/Alice-0 0.02: the papers'].")
-@click.option("--model", default="small", show_default=True, help="Preset name or JSON model config (vocab is set to 256).")
-@click.option("--batch", type=int, default=8, show_default=True, help="Global batch (sequences), split over the ranks.")
-@click.option("--seq", type=int, default=None, help="Sequence length [default: the preset's].")
-@click.option("--frequency", type=int, default=10, show_default=True, help="Refresh the eigenbases every f steps.")
-@click.option("--warmup", type=int, default=10, show_default=True, help="Refresh every step while t < warmup.")
-@click.option("--alpha", type=float, default=0.95, show_default=True, help="Factor EMA decay.")
-@click.option("--eig-method", type=click.Choice(["eigh", "power"]), default="eigh", show_default=True)
-@click.option("--interval", type=int, default=None,
-              help="Eigen-Adam/SOAP/Alice: refresh the basis every K steps [default: 10, Alice 200 (the papers')]. "
-                   "--frequency, --warmup, --alpha, --eig-method are KPOP's.")
-@click.option("--rank", type=float, default=0.25, show_default=True,
-              help="Alice/Alice-0 rank r: a fraction (<= 1) of each matrix's smaller side, or a count.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--nodes", type=int, default=1, show_default=True, help="Local ranks (ring backend over loopback).")
 @click.option("--hostfile", type=click.Path(dir_okay=False), default=None, help="mlx.launch hostfile.")
@@ -49,31 +39,50 @@ plot (PNG) to --out.""")
 @click.option("--instrument", is_flag=True, help="Also time the phases of every step (second pass).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
               show_default=True, help="Directory for the JSON result and the loss plot.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the result as JSON on stdout (a list of results when several optimizers are trained).")
 @click.option("--timeout", "timeout_s", type=float, default=3600.0, show_default=True,
               help="Distributed runs: stop all ranks after this many seconds.")
-def command(optimizer, sparsity, steps, lr, model, batch, seq, frequency, warmup, alpha, eig_method, interval, rank,
-            seed, nodes, hostfile, data, eval_every, instrument, out_dir, as_json, timeout_s):
+def command(choices, print_spec, steps, seed, nodes, hostfile, data, eval_every, instrument, out_dir, as_json,
+            timeout_s):
     from asprof.train.config import TrainConfig
+
+    world = nodes
+    if hostfile is not None:
+        from asprof.cluster.launch import read_hostfile
+
+        world = len(read_hostfile(hostfile))
+    specs = choices.specs(world)
+    if print_spec:
+        print_specs(specs, world)
+        return 0
+    if data is not None:
+        from asprof.train.data import read_data
+
+        read_data(data, check_only=True)  # unreadable: one line before any run starts
+    configs = [TrainConfig(spec=spec, steps=steps, seed=seed, data=data, eval_every=eval_every,
+                           instrument=instrument, nodes=nodes, hostfile=hostfile, timeout_s=timeout_s)
+               for spec in specs]  # every run checked before the first starts
+    _check_writable(out_dir)
     from asprof.train.plot import plot_result
     from asprof.train.runner import run_training
 
-    config = TrainConfig(optimizer=optimizer, steps=steps, lr=lr, model=model, batch=batch, seq=seq,
-                         sparsity=sparsity, frequency=frequency, warmup=warmup, alpha=alpha,
-                         eig_method=eig_method, interval=interval, rank=rank, seed=seed, data=data,
-                         eval_every=eval_every,
-                         instrument=instrument, nodes=nodes, hostfile=hostfile, timeout_s=timeout_s)
-    _check_writable(out_dir)
-    result = run_training(config, on_progress=_Progress(steps))
-    stem = f"train-{optimizer}" + (f"-s{sparsity:g}" if optimizer == "topkpop" else "") + \
-        f"-{result.world_size}r-{time.strftime('%Y%m%d-%H%M%S')}"
-    json_path = result.save(out_dir / f"{stem}.json")
-    png_path = plot_result(result, out_dir / f"{stem}.png")
+    results = []
+    for config in configs:
+        label = config.spec.optimizer.label
+        if len(configs) > 1:
+            print(f"== {label}", file=sys.stderr, flush=True)
+        result = run_training(config, on_progress=_Progress(steps))
+        stem = f"train-{label.replace(' s=', '-s')}-{result.world_size}r-{time.strftime('%Y%m%d-%H%M%S')}"
+        json_path = result.save(out_dir / f"{stem}.json")
+        png_path = plot_result(result, out_dir / f"{stem}.png")
+        results.append(result)
+        if not as_json:
+            click.echo(render(result))
+            click.echo(f"result: {json_path}\nplot:   {png_path}")
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=1))
-    else:
-        click.echo(render(result))
-        click.echo(f"result: {json_path}\nplot:   {png_path}")
+        dicts = [r.to_dict() for r in results]
+        click.echo(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=1))
     return 0
 
 

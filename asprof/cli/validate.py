@@ -7,14 +7,8 @@ import time
 
 import click
 
+from asprof.cli.options import print_specs, run_options
 from asprof.errors import AsprofError
-
-
-def _names(ctx, param, value):
-    names = tuple(dict.fromkeys(x.strip() for x in value.split(",") if x.strip()))
-    if not names:
-        raise click.BadParameter("give at least one optimizer, e.g. adam,kpop")
-    return names
 
 
 @click.command(help="""Train the small LLaMA for real with each optimizer on a cluster, simulate exactly the
@@ -31,23 +25,19 @@ trace saved there.
 
 \b
 Examples:
-  asprof validate --nodes 2
+  asprof validate --nodes 2 --model tiny --batch 8
   asprof validate --nodes 4 --netns-rate 200 --optimizer adam,topkpop --sparsity 0.1
-  asprof validate --hostfile macs.json --model small --batch 4 --seq 128 --tolerance 5""")
+  asprof validate --hostfile macs.json --model small --batch 4 --seq 128 --tolerance 5
+
+The run flags (--model, --batch per node, --seq, --optimizer, --sparsity, -f, --warmup, ...) mean
+what they mean in `asprof simulate` and `asprof train`; the comparison starts after step
+--warmup + 1. On a CPU-only machine use a small model (--model tiny).""")
 @click.option("--nodes", type=int, default=None, help="Local ranks (default 1 without --hostfile).")
 @click.option("--hostfile", default=None, help="An mlx.launch hostfile: one rank per host.")
 @click.option("--netns-rate", type=float, default=None, metavar="MBIT",
               help="With --nodes: network-namespace hosts whose links are shaped to MBIT Mbit/s (root).")
-@click.option("--optimizer", "optimizers", default="adam,kpop,topkpop", callback=_names, show_default=True,
-              help="Comma-separated optimizers.")
-@click.option("--sparsity", default=0.1, type=float, show_default=True, help="TopKPOP sparsity s.")
-@click.option("--model", default="tiny", show_default=True, help="Model preset or JSON model config.")
+@run_options
 @click.option("--steps", default=30, type=int, show_default=True, help="Training steps per optimizer.")
-@click.option("--warmup-steps", default=5, type=int, show_default=True,
-              help="First steps excluded from the comparison (also KPOP's refresh-every-step warm-up).")
-@click.option("--batch", default=8, type=int, show_default=True, help="Sequences per node per step.")
-@click.option("--seq", default=None, type=int, help="Sequence length [default: the model's].")
-@click.option("--frequency", "-f", default=10, type=int, show_default=True, help="KPOP refresh every f steps.")
 @click.option("--trace", default=None, help="Calibrate from this trace instead of a matching one.")
 @click.option("--tolerance", default=10.0, type=float, show_default=True, metavar="PCT",
               help="Largest acceptable |mean-step error| in percent.")
@@ -62,8 +52,8 @@ Examples:
 @click.option("--probe-level", default="quick", hidden=True)
 @click.option("--probe-rounds", default=3, type=int, hidden=True)
 @click.option("--timeout", "timeout_s", default=1800.0, type=float, hidden=True)
-def command(nodes, hostfile, netns_rate, optimizers, sparsity, model, steps, warmup_steps, batch, seq, frequency,
-            trace, tolerance, out, as_json, traces_dir, probe_during, seed, replicas, probe_level, probe_rounds, timeout_s):
+def command(nodes, hostfile, netns_rate, choices, print_spec, steps, trace, tolerance, out, as_json, traces_dir,
+            probe_during, seed, replicas, probe_level, probe_rounds, timeout_s):
     from asprof.traces.io import check_writable
     from asprof.validate.config import ValidateConfig
     from asprof.validate.report import render_json, render_text, write_outputs
@@ -72,10 +62,12 @@ def command(nodes, hostfile, netns_rate, optimizers, sparsity, model, steps, war
     if nodes is None and hostfile is None and netns_rate is not None:
         raise AsprofError("--netns-rate needs --nodes N (the namespace hosts to build)")
     cfg = ValidateConfig(nodes=nodes if nodes is not None or hostfile else 1, hostfile=hostfile, netns_rate=netns_rate,
-                         optimizers=optimizers, sparsity=sparsity, model=model, steps=steps, warmup_steps=warmup_steps,
-                         batch=batch, seq=seq, frequency=frequency, trace=trace, tolerance=tolerance, out=out,
-                         seed=seed, traces_dir=traces_dir, probe_level=probe_level, probe_rounds=probe_rounds,
-                         replicas=replicas, timeout_s=timeout_s, probe_during=probe_during)
+                         run=choices, steps=steps, trace=trace, tolerance=tolerance, out=out, seed=seed,
+                         traces_dir=traces_dir, probe_level=probe_level, probe_rounds=probe_rounds, replicas=replicas,
+                         timeout_s=timeout_s, probe_during=probe_during)
+    if print_spec:
+        print_specs(cfg.specs(), cfg.world_size)
+        return 0
     check_writable(f"{out}/validate.json")
     # SIGTERM unwinds like Ctrl-C, so the ranks are stopped and a namespace ring is removed
     import signal

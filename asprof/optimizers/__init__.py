@@ -13,22 +13,34 @@ Quick use::
     mx.eval(model.parameters(), opt.state)
 """
 
-from asprof.optimizers.accounting import closed_form_state_bytes, state_bytes
-from asprof.optimizers.base import Adam, PhasedOptimizer
-from asprof.optimizers.comm import Communicator
-from asprof.optimizers.kfac import KFACLinear, attach_kfac, kfac_layers, kfac_value_and_grad
-from asprof.optimizers.eigenbasis import canonical_signs, eigh_basis, power_basis
-from asprof.optimizers.kpop import KPOP, TopKPOP, reduced_dim
-from asprof.optimizers.factory import make_optimizer
-from asprof.optimizers.alice import Alice, Alice0
-from asprof.optimizers.eigen_adam import EigenAdam
-from asprof.optimizers.racs import RACS
-from asprof.optimizers.soap import SOAP
-from asprof.optimizers.structured import StructuredOptimizer, linear_weight_paths
+import importlib
 
-__all__ = [
-    "Adam", "KPOP", "TopKPOP", "PhasedOptimizer", "Communicator", "KFACLinear", "attach_kfac", "kfac_layers",
-    "kfac_value_and_grad", "make_optimizer", "closed_form_state_bytes", "state_bytes", "canonical_signs",
-    "eigh_basis", "power_basis", "reduced_dim", "EigenAdam", "SOAP", "RACS", "Alice", "Alice0", "StructuredOptimizer",
-    "linear_weight_paths",
-]
+# name -> module: imported on first use (PEP 562), so that the MLX-free parts of this package
+# (accounting.py: the simulator's memory model) never pull MLX in.
+_WHERE = {
+    "closed_form_state_bytes": "accounting", "state_bytes": "accounting",
+    "Adam": "base", "PhasedOptimizer": "base",
+    "Communicator": "comm",
+    "KFACLinear": "kfac", "attach_kfac": "kfac", "kfac_layers": "kfac", "kfac_value_and_grad": "kfac",
+    "canonical_signs": "eigenbasis", "eigh_basis": "eigenbasis", "power_basis": "eigenbasis",
+    "KPOP": "kpop", "TopKPOP": "kpop", "reduced_dim": "kpop",
+    "make_optimizer": "factory",
+    "Alice": "alice", "Alice0": "alice",
+    "EigenAdam": "eigen_adam",
+    "RACS": "racs",
+    "SOAP": "soap",
+    "StructuredOptimizer": "structured", "linear_weight_paths": "structured",
+}
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_WHERE))

@@ -6,19 +6,15 @@ from __future__ import annotations
 
 import math
 
+from asprof.spec import OPTIMIZERS, RANK, STRUCTURED, reduced_dim  # noqa: F401  (reduced_dim: re-exported)
+
 FLOAT32_BYTES = 4
-
-
-def reduced_dim(n: int, sparsity: float) -> int:
-    """⌈√s·n⌉ clamped to [1, n] (KPOP paper §3.1.1); see asprof.optimizers.kpop.reduced_dim."""
-    return max(1, min(n, math.ceil(math.sqrt(sparsity) * n - 1e-9)))
 
 
 # Structured-Fisher optimizers (paper 004) and Alice's default rank / leading-basis count as
 # fractions: r = ⌈0.25·m⌉ (Table 11: 128-512 for hidden sizes 512-2048) and l = ⌈0.3125·r⌉
 # (Table 11: 40 of 128, 160 of 512).
-STRUCTURED = ("eigen-adam", "soap", "racs", "alice", "alice-0")
-ALICE_RANK = 0.25
+ALICE_RANK = RANK
 ALICE_LEADING = 0.3125
 
 
@@ -79,7 +75,7 @@ def closed_form_state_bytes(model_config, optimizer: str, sparsity: float = 1.0,
     - all but Adam, everything else (embedding/tied head, norms): Adam's 2 per element.
     Weights and gradients are not included.
     """
-    if optimizer not in ("adam", "kpop", "topkpop") + STRUCTURED:
+    if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}")
     s = 1.0 if optimizer == "kpop" else sparsity
     linear = model_config.linear_shapes()

@@ -11,7 +11,7 @@ reads no clock; session.py loads traces at the edge, report/timeline/plot render
     p.result("adam").mean_s
 """
 
-from asprof.simulate.costs import OptimizerSpec
+from asprof.spec import OptimizerSpec
 from asprof.simulate.hardware import HardwareModel
 from asprof.simulate.predict import Cluster, NodeSpec, Prediction, SimConfig, predict
 from asprof.simulate.summarise import OptimizerResult

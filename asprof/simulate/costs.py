@@ -27,17 +27,13 @@ State per KFAC layer (float32): KPOP m, v + Ĉ, R̂ + Q_C, Q_R = 2RC + 2R² + 2C
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
-from asprof.errors import AsprofError
 from asprof.simulate.workload import Op, Workload
+from asprof.spec import OptimizerSpec, reduced_dim
 
-# The structured-Fisher optimizers (paper 004): plans in costs_structured.py.
-STRUCTURED = ("eigen-adam", "soap", "racs", "alice", "alice-0")
-OPTIMIZERS = ("adam", "kpop", "topkpop") + STRUCTURED
-EIG_METHODS = ("eigh", "power")
-BUCKET_BYTES = 32 * 1024**2  # mlx.nn.average_gradients' all_reduce_size, and our Communicator's
+# The optimizers, their knobs and their schedule are the run spec's (asprof/spec.py); the
+# structured-Fisher optimizers' plans are in costs_structured.py.
 STATE_BYTES = 4  # optimizer state, factors and bases are float32 (asprof/optimizers/kpop.py)
 # The Adam math (base.py adam_step) is one mx.compile'd kernel on Metal (the optimizers' default
 # compile=None compiles on Metal only): it reads g, m, v and writes m, v and the step Δ. Elsewhere
@@ -48,88 +44,6 @@ STATE_BYTES = 4  # optimizer state, factors and bases are float32 (asprof/optimi
 ADAM_ARRAYS = {True: 6, False: 29}  # arrays moved per element, compiled / eager
 ADAM_KERNELS = {True: 1, False: 29}  # graph primitives
 STEP_ARRAYS = 3  # w ← w + Δ
-
-
-def reduced_dim(n: int, sparsity: float) -> int:
-    """⌈√s·n⌉ clamped to [1, n], exactly as asprof.optimizers.accounting.reduced_dim."""
-    return max(1, min(n, math.ceil(math.sqrt(sparsity) * n - 1e-9)))
-
-
-@dataclass(frozen=True)
-class OptimizerSpec:
-    """An optimizer and the knobs that change its cost."""
-
-    name: str
-    sparsity: float = 1.0  # TopKPOP's s ∈ (0, 1]; ignored by Adam and KPOP
-    frequency: int = 10  # refresh every f steps after warm-up
-    warmup: int = 10  # refresh every step while t < warmup
-    eig_method: str = "eigh"
-    bucket_bytes: int = BUCKET_BYTES
-    interval: int | None = None  # Eigen-Adam/SOAP/Alice refresh interval K; None: the optimizer's default
-    rank: float = 0.25  # Alice/Alice-0 rank: a fraction (<= 1) of each matrix's smaller side, or a count
-
-    def __post_init__(self):
-        if self.name not in OPTIMIZERS:
-            raise AsprofError(f"unknown optimizer {self.name!r}; choose from {', '.join(OPTIMIZERS)}")
-        s = self.sparsity
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not (0.0 < s <= 1.0):
-            raise AsprofError(f"sparsity must be in (0, 1], got {s!r}")
-        f = self.frequency
-        if isinstance(f, bool) or not isinstance(f, int) or f <= 0:
-            raise AsprofError(f"refresh frequency f must be a positive integer, got {f!r}")
-        w = self.warmup
-        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
-            raise AsprofError(f"warm-up must be a non-negative integer, got {w!r}")
-        if self.eig_method not in EIG_METHODS:
-            raise AsprofError(f"eig_method must be one of {', '.join(EIG_METHODS)}, got {self.eig_method!r}")
-        if not isinstance(self.bucket_bytes, int) or self.bucket_bytes <= 0:
-            raise AsprofError(f"bucket_bytes must be a positive integer, got {self.bucket_bytes!r}")
-        k = self.interval
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k <= 0):
-            raise AsprofError(f"refresh interval K must be a positive integer, got {k!r}")
-        r = self.rank
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0 or (r > 1 and r != int(r)):
-            raise AsprofError(f"Alice rank must be a fraction in (0, 1] or a whole number, got {r!r}")
-
-    @property
-    def kfac(self) -> bool:
-        return self.name in ("kpop", "topkpop")
-
-    @property
-    def structured(self) -> bool:
-        return self.name in STRUCTURED
-
-    @property
-    def refresh_interval(self) -> int | None:
-        """K of Eigen-Adam/SOAP/Alice (None for the others and for RACS, which has no basis)."""
-        from asprof.simulate.costs_structured import DEFAULT_INTERVAL
-
-        if self.name not in DEFAULT_INTERVAL:
-            return None
-        return self.interval if self.interval is not None else DEFAULT_INTERVAL[self.name]
-
-    @property
-    def alice_rank(self) -> int | float:
-        return float(self.rank) if self.rank <= 1 else int(self.rank)
-
-    @property
-    def effective_sparsity(self) -> float:
-        return self.sparsity if self.name == "topkpop" else 1.0
-
-    @property
-    def label(self) -> str:
-        return f"topkpop s={self.sparsity:g}" if self.name == "topkpop" else self.name
-
-    def refresh_due(self, t: int) -> bool:
-        """KPOP.refresh_due: every step during warm-up, then when t mod f == 0. Eigen-Adam, SOAP,
-        Alice (StructuredOptimizer.refresh_due): t + 1 = 1 or (t + 1) mod K = 0."""
-        if self.structured:
-            k = self.refresh_interval
-            return k is not None and (t == 0 or (t + 1) % k == 0)
-        return self.kfac and (t < self.warmup or t % self.frequency == 0)
-
-    def refresh_steps(self, steps: int) -> list[int]:
-        return [t for t in range(steps) if self.refresh_due(t)]
 
 
 def bucket_arrays(array_bytes: list[int], bucket_bytes: int) -> list[list[int]]:

@@ -29,8 +29,6 @@ from asprof.optimizers.accounting import alice_rank, matrix_state_elements
 from asprof.simulate.workload import Op
 
 B = 4  # float32 bytes
-STRUCTURED = ("eigen-adam", "soap", "racs", "alice", "alice-0")
-DEFAULT_INTERVAL = {"eigen-adam": 10, "soap": 10, "alice": 200, "alice-0": 200}  # K; RACS has no basis
 
 
 def _ew(name: str, arrays: float, elements: int, kernels: int) -> Op:

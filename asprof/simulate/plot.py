@@ -58,7 +58,7 @@ def sweep_png(rep: SimulationReport) -> bytes:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     w, t = rep.workload, rep.trace
-    batch = (f"global batch {rep.config.global_batch}×{w.seq}" if rep.config.global_batch is not None
+    batch = (f"global batch {rep.config.run.global_batch}×{w.seq}" if rep.config.run.global_batch is not None
              else f"batch {w.batch}×{w.seq} per node")
     fig.suptitle(f"asprof simulate: {rep.model.name}, {batch}, {t.label}", fontsize=11)
     fig.tight_layout()

@@ -33,10 +33,10 @@ def header(rep: SimulationReport) -> list[str]:
     lanes = ("MLX runs on the CPU: accelerator and CPU work share one lane per node" if t.shared_lanes
              else "accelerator and CPU are separate lanes")
     nodes = ",".join(str(k) for k in cfg.nodes)
-    if cfg.global_batch is not None and len(cfg.nodes) > 1:
-        batch = f"global batch {cfg.global_batch} × seq {w.seq} split over the nodes"
-    elif cfg.global_batch is not None:
-        batch = f"global batch {cfg.global_batch} = {w.batch} × seq {w.seq} per node ({w.tokens} tokens)"
+    if cfg.run.global_batch is not None and len(cfg.nodes) > 1:
+        batch = f"global batch {cfg.run.global_batch} × seq {w.seq} split over the nodes"
+    elif cfg.run.global_batch is not None:
+        batch = f"global batch {cfg.run.global_batch} = {w.batch} × seq {w.seq} per node ({w.tokens} tokens)"
     else:
         batch = f"batch {w.batch} × seq {w.seq} per node ({w.tokens} tokens)"
     lines = [
@@ -46,14 +46,14 @@ def header(rep: SimulationReport) -> list[str]:
     ]
     sched = [f"{cfg.steps} steps"]
     if any(o in ("kpop", "topkpop") for o in cfg.optimizers):
-        sched.append(f"KPOP refresh every step while t < {cfg.warmup}, then every {cfg.frequency} steps "
-                     f"({cfg.eig_method})")
+        sched.append(f"KPOP refresh every step while t < {cfg.run.warmup}, then every {cfg.run.frequency} steps "
+                     f"({cfg.run.eig_method})")
     structured = [o for o in cfg.optimizers if o in ("eigen-adam", "soap", "alice", "alice-0")]
     if structured:
-        k = f"every {cfg.interval} steps" if cfg.interval else "every K steps (10; Alice 200)"
+        k = f"every {cfg.run.interval} steps" if cfg.run.interval else "every K steps (10; Alice 200)"
         sched.append(f"{'/'.join(structured)} refresh at the first step, then {k}")
     if any(o.startswith("alice") for o in cfg.optimizers):
-        sched.append(f"Alice rank {cfg.rank:g}" + (" of the smaller side" if cfg.rank <= 1 else ""))
+        sched.append(f"Alice rank {cfg.run.rank:g}" + (" of the smaller side" if cfg.run.rank <= 1 else ""))
     lines.append(f"schedule: {'; '.join(sched)}; seed {cfg.seed}")
     return lines
 
@@ -142,7 +142,8 @@ def report_dict(rep: SimulationReport, with_steps: bool = True) -> dict:
     return {
         "schema": "asprof.simulate",
         "version": 1,
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
+        "config": {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items() if k != "run"},
+                   "run": cfg.run.to_dict()},
         "trace": {"label": t.label, "bundled": t.bundled, "origin": t.origin, "record_origins": t.origins,
                   "chip": t.chip, "memory_bytes": t.memory_bytes, "accelerator": t.accelerator,
                   "shared_lanes": t.shared_lanes, "chosen_because": t.why},

@@ -15,38 +15,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from asprof.errors import AsprofError
-from asprof.presets import ModelConfig, resolve_model
-from asprof.simulate.costs import EIG_METHODS, OPTIMIZERS, OptimizerSpec
-from asprof.simulate.hardware import ITEMSIZE, HardwareModel
+from asprof.presets import ModelConfig
+from asprof.simulate.hardware import HardwareModel
 from asprof.simulate.predict import Cluster, NodeSpec, Prediction, SimConfig, predict
 from asprof.simulate.workload import Workload
+from asprof.spec import RunChoices, check_int
 from asprof.traces import DEFAULT_PROFILE, load_profile, load_trace, newest_trace, profile_names
 from asprof.traces.schema import Trace
 
 LANES = ("gpu", "cpu", "link", "all")
 
 
-def _positive_int(name, v, allow_zero=False):
-    if isinstance(v, bool) or not isinstance(v, int) or v < (0 if allow_zero else 1):
-        raise AsprofError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} integer, got {v!r}")
-
-
 @dataclass(frozen=True)
 class SimulateConfig:
-    """`asprof simulate`'s flags, one field each."""
+    """`asprof simulate`'s flags: the run (asprof.spec.RunChoices, shared with train and validate)
+    and the simulation's own."""
 
     nodes: tuple[int, ...] = (16,)
-    sparsity: tuple[float, ...] = (0.1,)
-    optimizers: tuple[str, ...] = OPTIMIZERS
+    run: RunChoices = field(default_factory=RunChoices)
     trace: str | None = None  # a trace path or a bundled profile name; None: newest local, else bundled
-    model: str = "kpop-1.7m"
-    batch: int = 16  # sequences per node
-    global_batch: int | None = None  # if set: sequences per step over the cluster, split over the nodes
-    seq: int | None = None  # default: the model's seq_len
-    dtype: str = "float32"
-    frequency: int = 10
-    warmup: int = 10
-    eig_method: str = "eigh"
     steps: int = 100
     seed: int = 0
     variance: bool = True
@@ -54,8 +41,6 @@ class SimulateConfig:
     slowdowns: tuple[tuple[int, str, float], ...] = ()  # (node, lane, factor)
     node_traces: tuple[tuple[int, str], ...] = ()  # (node, trace or profile)
     traces_dir: str = "traces"
-    interval: int | None = None  # Eigen-Adam/SOAP/Alice refresh interval K; None: each optimizer's default
-    rank: float = 0.25  # Alice/Alice-0 rank (fraction of the smaller side, or a count)
     speedups: tuple[tuple[str, float], ...] = ()  # (optimizer, steps-to-target speed-up over Adam)
     loss_curves: tuple[tuple[str, str], ...] = ()  # (optimizer, `asprof train` result JSON), adam's included
     gemm_shapes: bool | None = None  # GEMMs from the trace's shape grid: None where it has one (HardwareModel.from_trace)
@@ -64,47 +49,19 @@ class SimulateConfig:
         if not self.nodes:
             raise AsprofError("give at least one node count")
         for k in self.nodes:
-            if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-                raise AsprofError(f"nodes must be positive integers, got {k!r}")
-        if not self.sparsity:
-            raise AsprofError("give at least one sparsity")
-        for s in self.sparsity:
-            if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 < s <= 1.0:
-                raise AsprofError(f"sparsity must be in (0, 1], got {s!r}")
-        if not self.optimizers:
-            raise AsprofError("give at least one optimizer")
-        for o in self.optimizers:
-            if o not in OPTIMIZERS:
-                raise AsprofError(f"unknown optimizer {o!r}; choose from {', '.join(OPTIMIZERS)}")
-        _positive_int("batch", self.batch)
-        if self.global_batch is not None:
-            _positive_int("global batch", self.global_batch)
-            for k in self.nodes:
-                if self.global_batch % k:
-                    raise AsprofError(f"global batch {self.global_batch} is not a multiple of {k} nodes: "
-                                      "each node takes an equal share (as in `asprof train`)")
-        if self.seq is not None:
-            _positive_int("seq", self.seq)
-        if self.dtype not in ITEMSIZE:
-            raise AsprofError(f"dtype must be one of {', '.join(ITEMSIZE)}, got {self.dtype!r}")
-        _positive_int("refresh frequency f", self.frequency)
-        _positive_int("warm-up", self.warmup, allow_zero=True)
-        _positive_int("steps", self.steps)
-        if self.eig_method not in EIG_METHODS:
-            raise AsprofError(f"eig method must be one of {', '.join(EIG_METHODS)}, got {self.eig_method!r}")
+            check_int("--nodes", k)
+        for k in self.nodes:
+            self.run.specs(k)  # a --global-batch that does not split over k nodes: one line now
+        check_int("--steps", self.steps)
         for node, lane, factor in self.slowdowns:
             if lane not in LANES:
                 raise AsprofError(f"slow-down lane must be one of {', '.join(LANES)}, got {lane!r}")
             if not (isinstance(factor, (int, float)) and factor > 0):
                 raise AsprofError(f"slow-down factor must be a positive number, got {factor!r}")
-        if self.interval is not None:
-            _positive_int("refresh interval K", self.interval)
-        if isinstance(self.rank, bool) or not isinstance(self.rank, (int, float)) or not self.rank > 0 or \
-                (self.rank > 1 and self.rank != int(self.rank)):
-            raise AsprofError(f"rank must be a fraction in (0, 1] or a whole number, got {self.rank!r}")
+        optimizers = self.optimizers
         for name, x in self.speedups:
-            if name not in self.optimizers:
-                raise AsprofError(f"--speedup names {name!r}, which is not simulated (--optimizer {','.join(self.optimizers)})")
+            if name not in optimizers:
+                raise AsprofError(f"--speedup names {name!r}, which is not simulated (--optimizer {','.join(optimizers)})")
             if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x < float("inf"):
                 raise AsprofError(f"--speedup {name}: the speed-up must be a positive number, got {x!r}")
         if self.loss_curves:
@@ -112,7 +69,7 @@ class SimulateConfig:
             if "adam" not in names:
                 raise AsprofError("--loss-curve needs adam's curve too (the reference): --loss-curve adam=RESULT.json")
             for name in names:
-                if name not in self.optimizers:
+                if name not in optimizers:
                     raise AsprofError(f"--loss-curve names {name!r}, which is not simulated")
             if set(names) & {n for n, _ in self.speedups}:
                 raise AsprofError("give an optimizer's speed-up by --speedup or by --loss-curve, not both")
@@ -121,8 +78,12 @@ class SimulateConfig:
                 raise AsprofError(f"node {node} does not exist with {min(self.nodes)} nodes (ranks 0..{min(self.nodes) - 1})")
 
     @property
+    def optimizers(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.run.optimizers))
+
+    @property
     def is_sweep(self) -> bool:
-        return len(self.nodes) > 1 or len(self.sparsity) > 1
+        return len(self.nodes) > 1 or len(self.run.sparsity) > 1 and "topkpop" in self.optimizers
 
 
 @dataclass(frozen=True)
@@ -180,11 +141,9 @@ def run_simulation(cfg: SimulateConfig, timeline: bool = False) -> SimulationRep
     trace, label, bundled, why = choose_trace(cfg)
     link_from = load_trace_spec(cfg.link)[0] if cfg.link else None
     hw = HardwareModel.from_trace(trace, link_from=link_from, gemm_shapes=cfg.gemm_shapes)
-    model = resolve_model(cfg.model)
-
     def workload_for(k: int) -> Workload:
-        batch = cfg.global_batch // k if cfg.global_batch is not None else cfg.batch
-        return Workload(model, batch, cfg.seq or model.seq_len, cfg.dtype)
+        run = cfg.run.specs(k)[0]
+        return Workload(run.model_config(), run.batch, run.seq_len, run.dtype)
 
     per_node: dict[int, dict] = {}
     for node, spec in cfg.node_traces:
@@ -195,14 +154,7 @@ def run_simulation(cfg: SimulateConfig, timeline: bool = False) -> SimulationRep
         for ln in (("gpu", "cpu", "link") if lane == "all" else (lane,)):
             d[ln] = d.get(ln, 1.0) * factor
 
-    specs = []
-    for name in cfg.optimizers:
-        common = dict(frequency=cfg.frequency, warmup=cfg.warmup, eig_method=cfg.eig_method, interval=cfg.interval,
-                      rank=cfg.rank)
-        if name == "topkpop":
-            specs += [OptimizerSpec("topkpop", sparsity=float(s), **common) for s in cfg.sparsity]
-        else:
-            specs.append(OptimizerSpec(name, **common))
+    specs = [run.optimizer for run in cfg.run.specs(min(cfg.nodes))]
     sim = SimConfig(steps=cfg.steps, seed=cfg.seed, variance=cfg.variance, timeline=timeline)
     predictions = []
     for k in cfg.nodes:
@@ -220,7 +172,7 @@ def run_simulation(cfg: SimulateConfig, timeline: bool = False) -> SimulationRep
     origins = dict(Counter(r.origin for r in trace.records))
     info = TraceInfo(label=label, bundled=bundled, origin=trace.origin, origins=origins, chip=hw.chip,
                      memory_bytes=hw.memory_bytes, accelerator=hw.accelerator, shared_lanes=hw.shared_lanes, why=why)
-    return SimulationReport(cfg, info, model, predictions[0].workload, tuple(predictions), tuple(warnings),
+    return SimulationReport(cfg, info, predictions[0].workload.model, predictions[0].workload, tuple(predictions), tuple(warnings),
                             speedups=speedups_of(cfg))
 
 

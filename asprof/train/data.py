@@ -24,8 +24,6 @@ from pathlib import Path
 import numpy as np
 
 from asprof.errors import AsprofError
-
-VOCAB = 256
 DEFAULT_CORPUS_BYTES = 4 * 1024**2
 DEFAULT_VAL_FRACTION = 0.05
 
@@ -62,6 +60,15 @@ def read_stdlib(max_bytes: int = DEFAULT_CORPUS_BYTES) -> tuple[bytes, int]:
     return b"".join(chunks)[:max_bytes], used
 
 
+def read_data(path: str, check_only: bool = False) -> bytes:
+    """The bytes of --data FILE (nothing with ``check_only``), or one line saying why not."""
+    try:
+        with open(path, "rb") as f:
+            return b"" if check_only else f.read()
+    except OSError as e:
+        raise AsprofError(f"--data {path}: cannot read ({e.strerror or e}); pass a readable text file") from None
+
+
 def load_corpus(path: str | None = None, val_fraction: float = DEFAULT_VAL_FRACTION,
                 max_bytes: int = DEFAULT_CORPUS_BYTES) -> Corpus:
     """The default corpus (``path=None``) or the user's file, split into train / validation."""
@@ -73,12 +80,8 @@ def load_corpus(path: str | None = None, val_fraction: float = DEFAULT_VAL_FRACT
         if not data:
             raise AsprofError("found no Python standard library sources to train on; pass --data FILE")
     else:
-        p = Path(path)
-        try:
-            data = p.read_bytes()
-        except OSError as e:
-            raise AsprofError(f"--data {path}: cannot read ({e.strerror or e}); pass a readable text file") from None
-        source = str(p)
+        data = read_data(path)
+        source = str(Path(path))
     tokens = np.frombuffer(data, dtype=np.uint8)
     n_val = max(1, int(tokens.size * val_fraction))
     return Corpus(train=tokens[:-n_val], val=tokens[-n_val:], source=source,

@@ -77,7 +77,7 @@ class Trainer:
 
     def batch(self, step: int):
         c = self.config
-        x, y = train_batch(self.corpus, step, c.seed, c.batch, self.cfg.seq_len, self.rank, self.world)
+        x, y = train_batch(self.corpus, step, c.seed, c.batch * self.world, self.cfg.seq_len, self.rank, self.world)
         return mx.array(x), mx.array(y)
 
     def step(self, x: mx.array, y: mx.array, instrument: bool = False) -> tuple[mx.array, dict, bool]:
@@ -116,7 +116,7 @@ class Trainer:
         """Mean loss over this rank's shard of the fixed validation set."""
         c = self.config
         losses = [loss_fn(self.model, mx.array(x), mx.array(y))
-                  for x, y in val_batches(self.corpus, c.eval_batches, c.batch, self.cfg.seq_len, self.rank, self.world)]
+                  for x, y in val_batches(self.corpus, c.eval_batches, c.batch * self.world, self.cfg.seq_len, self.rank, self.world)]
         return float(mx.mean(mx.stack(losses)).item())
 
     def basis_digest(self) -> str | None:

@@ -115,7 +115,7 @@ def combine(config: TrainConfig, records: list[dict], corpus: dict, n_params: in
         inst = max_over("instrumented_step_time_s")
         diff = max(abs(a - b) for r in records for a, b in zip(r["losses"], r["instrumented_losses"]))
     mc = config.model_config()
-    tokens_per_step = config.batch * mc.seq_len
+    tokens_per_step = config.batch * k * mc.seq_len  # over the ranks
     step_times = max_over("step_time_s")
     summary = summarize(step_times, config.summary_skip(), tokens_per_step)
     if phases:
@@ -138,7 +138,7 @@ def combine(config: TrainConfig, records: list[dict], corpus: dict, n_params: in
         bytes_per_step=records[0]["bytes_per_step"],
         val_losses=val,
         state_bytes=records[0]["state_bytes"],
-        closed_form_state_bytes=closed_form_state_bytes(mc, config.optimizer, config.sparsity, config.alice_rank),
+        closed_form_state_bytes=closed_form_state_bytes(mc, config.optimizer, config.sparsity, config.spec.optimizer.alice_rank),
         basis_digests=[r["basis_digest"] for r in records],
         summary=summary,
         phases_s=phases,

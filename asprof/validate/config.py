@@ -1,22 +1,13 @@
-"""`asprof validate`'s configuration: one frozen dataclass, flags one-to-one, checked on
-construction so bad input is one line before anything starts (DESIGN §7)."""
+"""`asprof validate`'s configuration: the run (asprof.spec.RunChoices, the flags shared with
+simulate and train) and validate's own; frozen, checked on construction so bad input is one line
+before anything starts (DESIGN §7)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
 from asprof.errors import AsprofError
-
-
-def known_optimizers() -> tuple[str, ...]:
-    """Optimizers that can be both trained (asprof.train) and simulated (asprof.simulate)."""
-    from asprof.simulate.costs import OPTIMIZERS as SIMULATED
-    from asprof.train.config import OPTIMIZERS as TRAINED
-
-    return tuple(o for o in TRAINED if o in SIMULATED)
-
-
-DEFAULT_OPTIMIZERS = ("adam", "kpop", "topkpop")
+from asprof.spec import BYTE_VOCAB, RunChoices, RunSpec, check_int, timed_from
 
 
 @dataclass(frozen=True)
@@ -24,14 +15,8 @@ class ValidateConfig:
     nodes: int | None = None  # local ranks (ring over loopback, or namespace hosts with netns_rate)
     hostfile: str | None = None  # an mlx.launch hostfile
     netns_rate: float | None = None  # Mbit/s: build a namespace ring with tbf-shaped links (root)
-    optimizers: tuple[str, ...] = DEFAULT_OPTIMIZERS
-    sparsity: float = 0.1  # TopKPOP s
-    model: str = "tiny"  # preset or JSON model config (trained with the corpus's 256-byte vocabulary)
+    run: RunChoices = field(default_factory=RunChoices)  # what is trained and simulated, per optimizer
     steps: int = 30
-    warmup_steps: int = 5  # excluded from the comparison; also KPOP's refresh-every-step warm-up
-    batch: int = 8  # sequences per node
-    seq: int | None = None  # None: the model's seq_len
-    frequency: int = 10  # KPOP refresh every f steps after warm-up
     trace: str | None = None  # None: the newest matching trace in traces_dir, else probe
     tolerance: float = 10.0  # percent; exit 1 when a step-time error is larger
     out: str = "validate-out"
@@ -46,14 +31,10 @@ class ValidateConfig:
     timeout_s: float = 1800.0
 
     def __post_init__(self):
-        def positive_int(name, v, minimum=1):
-            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-                raise AsprofError(f"--{name.replace('_', '-')} must be an integer >= {minimum}, got {v!r}")
-
         if self.nodes is not None and self.hostfile is not None:
             raise AsprofError("give --nodes or --hostfile, not both")
-        if self.nodes is not None and (isinstance(self.nodes, bool) or not isinstance(self.nodes, int) or self.nodes <= 0):
-            raise AsprofError(f"--nodes must be a positive integer, got {self.nodes!r}")
+        if self.nodes is not None:
+            check_int("--nodes", self.nodes)
         if self.hostfile is not None:
             from asprof.cluster.launch import read_hostfile
 
@@ -68,34 +49,21 @@ class ValidateConfig:
             reason = why_unavailable()
             if reason:
                 raise AsprofError(f"--netns-rate: {reason} (run as root, or drop --netns-rate for a loopback ring)")
-        if not self.optimizers:
-            raise AsprofError("--optimizer needs at least one optimizer")
-        known = known_optimizers()
-        for o in self.optimizers:
-            if o not in known:
-                raise AsprofError(f"unknown optimizer {o!r} in --optimizer; choose from: {', '.join(known)}")
-        if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, (int, float)) or not 0.0 < self.sparsity <= 1.0:
-            raise AsprofError(f"--sparsity must be in (0, 1], got {self.sparsity!r}")
-        positive_int("steps", self.steps)
-        positive_int("warmup_steps", self.warmup_steps, 0)
-        if self.steps < self.warmup_steps + 2:
-            raise AsprofError(f"--steps ({self.steps}) must exceed --warmup-steps ({self.warmup_steps}) by at least 2: "
+        check_int("--steps", self.steps)
+        if self.steps < self.skip + 2:
+            raise AsprofError(f"--steps ({self.steps}) must exceed --warmup + 1 ({self.skip}) by at least 2: "
                               "the comparison needs steps after the warm-up")
-        positive_int("batch", self.batch)
-        if self.seq is not None:
-            positive_int("seq", self.seq, 2)
-        positive_int("frequency", self.frequency)
         if isinstance(self.tolerance, bool) or not isinstance(self.tolerance, (int, float)) or not self.tolerance >= 0:
             raise AsprofError(f"--tolerance must be a percentage >= 0, got {self.tolerance!r}")
         if self.probe_level not in ("full", "quick", "tiny"):
             raise AsprofError(f"probe level must be full, quick or tiny, got {self.probe_level!r}")
-        positive_int("probe_rounds", self.probe_rounds)
-        positive_int("replicas", self.replicas, 2)
+        check_int("--probe-rounds", self.probe_rounds)
+        check_int("--replicas", self.replicas, 2)
         if self.probe_during and self.trace is not None:
             raise AsprofError("--probe-during probes the cluster during every run itself: drop --trace")
         if not self.timeout_s > 0:
             raise AsprofError("--timeout must be positive")
-        self.model_config()  # unknown preset / bad JSON: one line now
+        self.specs()  # every run trainable here (bytes fit the vocabulary, float32): one line now
 
     @property
     def world_size(self) -> int:
@@ -105,14 +73,30 @@ class ValidateConfig:
             return len(read_hostfile(self.hostfile))
         return self.nodes or 1
 
-    def model_config(self):
-        """The trained model: the preset with the corpus vocabulary (bytes) and this run's seq."""
-        from asprof.presets import resolve_model
-        from asprof.train.data import VOCAB
+    @property
+    def skip(self) -> int:
+        """Steps left out of the comparison (the warm-up and the step after it)."""
+        return timed_from(self.run.warmup)
 
-        return resolve_model(self.model).with_overrides(vocab=VOCAB, seq_len=self.seq)
+    def specs(self) -> tuple[RunSpec, ...]:
+        """The runs trained and simulated, one per optimizer (TopKPOP once per sparsity)."""
+        return tuple(s.check_trainable() for s in self.run.specs(self.world_size))
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["optimizers"] = list(self.optimizers)
-        return d
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "run"}
+        return {**d, "run": self.run.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ValidateConfig":
+        """A config from ``to_dict``, or from a result written before the shared run spec (flat
+        run fields, ``warmup_steps``; those runs trained the byte vocabulary)."""
+        own = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "run"}
+        if "run" in d:
+            r = dict(d["run"])
+            r["optimizers"], r["sparsity"] = tuple(r["optimizers"]), tuple(r["sparsity"])
+            return cls(run=RunChoices(**r), **own)
+        legacy = RunChoices(model=d.get("model", "tiny"), vocab=BYTE_VOCAB, batch=d.get("batch", 8), seq=d.get("seq"),
+                            optimizers=tuple(d.get("optimizers", ("adam", "kpop", "topkpop"))),
+                            sparsity=(d.get("sparsity", 0.1),), frequency=d.get("frequency", 10),
+                            warmup=d.get("warmup_steps", 5))
+        return cls(run=legacy, **own)

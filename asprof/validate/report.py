@@ -33,8 +33,8 @@ def render_text(res: ValidationResult, outputs: list[str] | None = None) -> str:
     first = next(iter(res.comparisons.values()))
     lo, n = first.steps
     seq = res.seq_len
-    out = [f"asprof validate: {res.nodes} rank{'s' if res.nodes > 1 else ''}, link {res.link}; model {c['model']} "
-           f"(vocab 256), batch {c['batch']} x {seq} per node; steps {lo}..{n - 1} of {n} compared "
+    out = [f"asprof validate: {res.nodes} rank{'s' if res.nodes > 1 else ''}, link {res.link}; model {c['run']['model']} "
+           f"(vocab {res.vocab}), batch {res.batch} x {seq} per node; steps {lo}..{n - 1} of {n} compared "
            f"(first {lo} excluded)",
            f"trace: {res.trace.path} ({res.trace.how})", ""]
     rows = []

@@ -11,8 +11,8 @@ The pipeline (DESIGN §6), for a :class:`ValidateConfig`:
    fitted to the training runs: they are the held-out test.
 3. **Measure**: per optimizer one ``asprof train`` run on the placement (un-instrumented step
    times, and an instrumented pass with a sync per phase interleaved step by step; asprof.train).
-4. **Predict**: simulate exactly that configuration (model with the corpus vocabulary, batch per
-   node, sequence length, optimizer, f, warm-up, the same N steps) from the trace: R sampled
+4. **Predict**: simulate exactly that run spec (asprof.spec: model and vocabulary, batch per
+   node, sequence length, optimizer, f, warm-up; the same N steps) from the trace: R sampled
    replicas for the step times and their band, sampled instrumented replicas for the phases.
 5. **Compare** (asprof.validate.compare) over the steps after the warm-up.
 """
@@ -29,6 +29,7 @@ from typing import Callable, Iterator
 from asprof.errors import AsprofError
 from asprof.probe.cluster import Placement
 from asprof.validate.compare import compare
+from asprof.spec import RunSpec
 from asprof.validate.config import ValidateConfig
 
 Progress = Callable[[str], None]
@@ -54,6 +55,8 @@ class ValidationResult:
     wall_s: float = 0.0
     tolerance_pct: float = 10.0
     seq_len: int = 0
+    vocab: int = 0
+    batch: int = 0  # sequences per node
 
     @property
     def passed(self) -> bool:
@@ -61,7 +64,7 @@ class ValidationResult:
 
     def to_dict(self) -> dict:
         return {"schema": "asprof.validation", "version": 1, "config": self.config, "nodes": self.nodes,
-                "link": self.link, "seq_len": self.seq_len, "trace": dict(self.trace.__dict__), "passed": self.passed,
+                "link": self.link, "seq_len": self.seq_len, "vocab": self.vocab, "batch": self.batch, "trace": dict(self.trace.__dict__), "passed": self.passed,
                 "tolerance_pct": self.tolerance_pct, "wall_s": self.wall_s, "notes": list(self.notes),
                 "optimizers": {k: {"comparison": c.to_dict(), "training": self.training.get(k, {})}
                                for k, c in self.comparisons.items()}}
@@ -153,21 +156,21 @@ def probe_rounds(cfg: ValidateConfig) -> int:
 
 
 # -- 3. measurement ---------------------------------------------------------------------------------
-def train_config(cfg: ValidateConfig, optimizer: str):
+def train_config(cfg: ValidateConfig, spec: RunSpec):
+    """The `asprof train` run of ``spec``: exactly what is simulated."""
     from asprof.train.config import TrainConfig
 
-    k = cfg.world_size
-    return TrainConfig(optimizer=optimizer, steps=cfg.steps, model=cfg.model, batch=cfg.batch * k, seq=cfg.seq,
-                       sparsity=cfg.sparsity, frequency=cfg.frequency, warmup=cfg.warmup_steps, seed=cfg.seed,
-                       eval_batches=1, instrument=True, timing_skip=cfg.warmup_steps,
-                       nodes=1 if cfg.hostfile else k, hostfile=cfg.hostfile, timeout_s=cfg.timeout_s)
+    return TrainConfig(spec=spec, steps=cfg.steps, seed=cfg.seed, eval_batches=1, instrument=True,
+                       timing_skip=cfg.skip, nodes=1 if cfg.hostfile else cfg.world_size, hostfile=cfg.hostfile,
+                       timeout_s=cfg.timeout_s)
 
 
-def measure(cfg: ValidateConfig, place: Placement, optimizer: str, progress: Progress, probe_level: str | None = None):
+def measure(cfg: ValidateConfig, place: Placement, spec: RunSpec, progress: Progress, probe_level: str | None = None):
     from asprof.cluster.launch import RankHost
     from asprof.train.runner import run_training
 
-    tc = train_config(cfg, optimizer)
+    tc = train_config(cfg, spec)
+    optimizer = spec.optimizer.label
     hosts = place.hosts
     if hosts is None and cfg.hostfile is None and cfg.world_size == 1:
         hosts = (RankHost("127.0.0.1"),)  # a rank of its own, like the ranks of a larger run
@@ -197,10 +200,11 @@ def measure_probing(cfg: ValidateConfig, place: Placement, progress: Progress):
         progress(f"probing the ring ({place.size} ranks, link {place.link})")
         ring, ring_skipped = probe_ring(place, cfg.probe_level, progress)
     runs, traces, everything, host, skipped = {}, {}, [], None, []
-    for i, o in enumerate(cfg.optimizers):
+    for i, spec in enumerate(cfg.specs()):
+        o = spec.optimizer.label
         progress(f"{o}: training {cfg.steps} steps on {place.size} rank(s), interleaved with an instrumented pass "
                  "and the compute probes")
-        r = runs[o] = measure(cfg, place, o, progress, probe_level=cfg.probe_level)
+        r = runs[o] = measure(cfg, place, spec, progress, probe_level=cfg.probe_level)
         got = r.probed
         recs = [Record.from_dict(d, d["probe"]) for d in got["records"]]
         # rounds of different runs are different repeats
@@ -220,17 +224,10 @@ def measure_probing(cfg: ValidateConfig, place: Placement, progress: Progress):
 
 
 # -- 4. prediction ---------------------------------------------------------------------------------
-def spec_for(cfg: ValidateConfig, optimizer: str):
-    from asprof.simulate.costs import OptimizerSpec
-
-    return OptimizerSpec(optimizer, sparsity=cfg.sparsity if optimizer == "topkpop" else 1.0,
-                         frequency=cfg.frequency, warmup=cfg.warmup_steps)
-
-
 INSTRUMENTED_REPLICAS = 6
 
 
-def predict_run(cfg: ValidateConfig, trace, optimizer: str, gemm_shapes: bool | None = None, spread_from=None):
+def predict_run(cfg: ValidateConfig, trace, run: RunSpec, gemm_shapes: bool | None = None, spread_from=None):
     """(replicas of per-step times, instrumented per-step phases, breakdown, notes).
     ``spread_from``: the trace whose records give the machine's speed pool (--probe-during: all
     the runs' rounds); ``gemm_shapes`` prices GEMMs from the trace's shape grid
@@ -240,9 +237,9 @@ def predict_run(cfg: ValidateConfig, trace, optimizer: str, gemm_shapes: bool | 
     from asprof.simulate import NodeSpec
 
     hw = HardwareModel.from_trace(trace, gemm_shapes=gemm_shapes, spread_from=spread_from)
-    mc = cfg.model_config()
-    workload = Workload(mc, batch=cfg.batch, seq=mc.seq_len)
-    spec = spec_for(cfg, optimizer)
+    mc = run.model_config()
+    workload = Workload(mc, batch=run.batch, seq=mc.seq_len, dtype=run.dtype)
+    spec = run.optimizer
     overrides = ()
     ranks = {r.params.get("rank") for r in trace.records if r.params.get("ranks") == cfg.world_size}
     if cfg.hostfile is not None and ranks >= set(range(cfg.world_size)):
@@ -274,25 +271,24 @@ def predict_run(cfg: ValidateConfig, trace, optimizer: str, gemm_shapes: bool | 
 # -- the pipeline -----------------------------------------------------------------------------------
 def run_validation(cfg: ValidateConfig, progress: Progress = lambda msg: None) -> ValidationResult:
     start = time.monotonic()
-    label = {o: spec_for(cfg, o).label for o in cfg.optimizers}
+    specs = {s.optimizer.label: s for s in cfg.specs()}
     with placement(cfg) as place:
         whole = None  # --probe-during: every run's rounds, for the spread of the machine's speed
         if cfg.probe_during:
             runs, traces, choice, whole = measure_probing(cfg, place, progress)
         else:
             trace, choice = choose_trace(cfg, place, progress)
-            traces, runs = {o: trace for o in cfg.optimizers}, {}
-            for o in cfg.optimizers:
-                progress(f"{label[o]}: training {cfg.steps} steps on {place.size} rank(s), interleaved with an instrumented pass")
-                runs[o] = measure(cfg, place, o, progress)
+            traces, runs = {o: trace for o in specs}, {}
+            for o, spec in specs.items():
+                progress(f"{o}: training {cfg.steps} steps on {place.size} rank(s), interleaved with an instrumented pass")
+                runs[o] = measure(cfg, place, spec, progress)
     comparisons, training, notes = {}, {}, list(choice.warnings)
-    for o in cfg.optimizers:
-        progress(f"{label[o]}: simulating {cfg.replicas} replicas of the same {cfg.steps} steps")
-        replicas, phases, breakdown, sim_notes = predict_run(cfg, traces[o], o, spread_from=whole)
+    for o, spec in specs.items():
+        progress(f"{o}: simulating {cfg.replicas} replicas of the same {cfg.steps} steps")
+        replicas, phases, breakdown, sim_notes = predict_run(cfg, traces[o], spec, spread_from=whole)
         r = runs[o]
-        comparisons[label[o]] = compare(label[o], r.step_time_s, replicas, cfg.warmup_steps,
-                                        r.phases_s, phases, breakdown)
-        training[label[o]] = {"final_train_loss": r.summary.get("final_train_loss"),
+        comparisons[o] = compare(o, r.step_time_s, replicas, cfg.skip, r.phases_s, phases, breakdown)
+        training[o] = {"final_train_loss": r.summary.get("final_train_loss"),
                               "final_val_loss": r.summary.get("final_val_loss"),
                               "refresh_steps": r.refresh_steps, "state_bytes": r.state_bytes,
                               "bytes_per_step": r.bytes_per_step[-1] if r.bytes_per_step else {},
@@ -301,7 +297,8 @@ def run_validation(cfg: ValidateConfig, progress: Progress = lambda msg: None) -
         notes += [n for n in sim_notes if n not in notes]
     if not comparisons:
         raise AsprofError("nothing was compared")
+    first = next(iter(specs.values()))
     return ValidationResult(config=cfg.to_dict(), nodes=cfg.world_size, link=link_label(cfg), trace=choice,
                             comparisons=comparisons, training=training, notes=notes,
                             wall_s=time.monotonic() - start, tolerance_pct=float(cfg.tolerance),
-                            seq_len=cfg.model_config().seq_len)
+                            seq_len=first.seq_len, vocab=first.model_config().vocab, batch=first.batch)
