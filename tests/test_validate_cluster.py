@@ -42,7 +42,8 @@ def test_two_local_ranks_end_to_end(capsys, tmp_path):
     assert res["nodes"] == 2 and res["link"] == "loopback" and res["passed"]
     for name, o in res["optimizers"].items():
         c = o["comparison"]
-        assert c["steps"] == [2, 6] and len(c["measured_s"]) == 4 and len(c["predicted_replicas_s"]) == 3
+        # --warmup 2: steps 0..2 (the warm-up and the step after it) are not compared
+        assert c["steps"] == [3, 6] and len(c["measured_s"]) == 3 and len(c["predicted_replicas_s"]) == 3
         assert c["measured_mean_s"] > 0 and c["predicted_mean_s"] > 0 and 0.0 <= c["band_fraction"] <= 1.0
         assert set(c["measured_phases_s"]) >= {"fwd_bwd", "optimizer", "grad_allreduce"}
     assert (tmp_path / "out" / "validate.png").stat().st_size > 10_000
