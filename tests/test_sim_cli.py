@@ -73,9 +73,16 @@ def test_slow_node_and_link_borrowing(fresh, capsys):
     assert "borrowed from m4-mini-x16-tb4" in out
 
 
-def test_memory_that_does_not_fit_is_a_warning(fresh, capsys):
-    rc, out, _ = run_cli(capsys, "--nodes", "2", "--model", "gpt2-125m", "--steps", "2", "--optimizer", "adam")
-    assert rc == 0 and "will not fit" in out
+def test_memory_that_does_not_fit_is_refused_and_pressure_is_reported(fresh, capsys):
+    # above the node's RAM (16 GiB): refused, one line, exit 2 (issue 17)
+    rc, out, err = run_cli(capsys, "--nodes", "2", "--model", "gpt2-125m", "--steps", "2", "--optimizer", "adam")
+    assert rc == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("asprof simulate: error: adam on 2 nodes needs") and "cannot run" in err
+    # between the GPU's resident share (10.67 GB published for a 16 GB M4) and the RAM: runs, slower, said so
+    rc, out, err = run_cli(capsys, "--nodes", "2", "--model", "gpt2-125m", "--batch", "4", "--steps", "2",
+                           "--optimizer", "adam")
+    assert rc == 0, err
+    assert "memory pressure" in out and "above the GPU's resident share" in out
 
 
 @pytest.mark.parametrize("args, expect", [

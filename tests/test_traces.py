@@ -127,10 +127,20 @@ def test_bundled_profiles_are_current_and_cited(tmp_path):
     for c in CLUSTERS:
         bundled = load_profile(c.key)
         assert bundled == build_profile(c), f"{c.key}.json is stale: run python scripts/build_profiles.py"
-        assert bundled.origin == "published"
+        origins = {r.origin for r in bundled.records}
+        # the profile's label is the truth about its records: one origin, or "mixed"
+        assert bundled.origin == (next(iter(origins)) if len(origins) == 1 else "mixed")
         for r in bundled.records:
             assert r.origin in ("published", "derived") and r.source
-    assert set(profile_names()) >= {"m4-mini-x16-tb4", "m3-ultra-studio-x2-tb5", "m2-pro", "m2-max", "m2-ultra"}
+            if r.origin == "derived":
+                assert r.source.startswith("derived"), r.source  # says how it was derived
+        for fit in bundled.probe("allreduce", op="fit"):  # not fitted: no fit statistics
+            assert fit.origin == "derived" and not {"r2", "max_rel_err"} & set(fit.metrics)
+            assert "assumption" in fit.source
+        # every profile rests on published measurements: its GEMM rate or its bandwidth
+        assert any(r.origin == "published" for r in bundled.probe("membw", op="rate") + bundled.probe("blas", op="rate"))
+    assert set(profile_names()) >= {"m4-mini-x16-tb4", "m3-ultra-studio-x2-tb5", "m2-pro", "m2-max", "m2-ultra",
+                                    "m1-pro", "m4-max"}
 
 
 def test_bundled_profiles_carry_the_papers_figures():

@@ -46,6 +46,7 @@ from statistics import fmean, median
 
 from asprof.errors import MissingProbeError
 from asprof.simulate.gemm_grid import ShapeGrid
+from asprof.simulate.memory_pressure import memory_figures
 from asprof.traces.schema import Record, Trace
 
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
@@ -202,6 +203,10 @@ class HardwareModel:
     origin: str = "measured"
     sources: dict = field(default_factory=dict)  # what -> origin/source description
     notes: tuple[str, ...] = ()
+    # unified memory: what the GPU may keep resident, and how fast pages move beyond it
+    # (asprof.simulate.memory_pressure); None where the trace does not say
+    working_set_bytes: float | None = None
+    page_in_Bps: float | None = None
 
     @property
     def shared_lanes(self) -> bool:
@@ -212,7 +217,8 @@ class HardwareModel:
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def from_trace(cls, trace: Trace, link_from: Trace | None = None, rank: int | None = None,
-                   gemm_shapes: bool | None = None, spread_from: Trace | None = None) -> "HardwareModel":
+                   gemm_shapes: bool | None = None, spread_from: Trace | None = None,
+                   linalg_dtype: str = "float32") -> "HardwareModel":
         """Fit the cost functions of ``trace``. ``link_from`` supplies α/β when ``trace`` has
         no all-reduce fit (reported in :attr:`notes`). A cluster probe (asprof.probe.cluster)
         has every compute record once per rank (``params.rank``) and round: by default each
@@ -223,7 +229,8 @@ class HardwareModel:
         "state" noise) from that trace's records instead: `asprof validate --probe-during`
         prices each run from the probe rounds taken during it, and the spread of the machine's
         speed from the rounds of all its runs (more samples, and the moves between runs;
-        docs/validate.md §6.2)."""
+        docs/validate.md §6.2). ``linalg_dtype`` picks the CPU linear-algebra records of that
+        dtype ("float64": an implementation that runs eigh in double precision)."""
         if rank is not None:
             from dataclasses import replace
 
@@ -348,7 +355,8 @@ class HardwareModel:
         linalg = {}
         lin_recs = []
         for op in LINALG_OPS:
-            recs = trace.probe("linalg", op=op, framework="mlx", device="cpu")
+            recs = [r for r in trace.probe("linalg", op=op, framework="mlx", device="cpu")
+                    if (r.dtype or "float32") == linalg_dtype]
             pts = [(r.params.get("n", 0), _time_of(r)) for r in recs if _time_of(r)]
             if pts:
                 linalg[op] = Curve.fit(pts, power=3.0)
@@ -398,6 +406,7 @@ class HardwareModel:
             state = _state_spread(list(mm) + list(bw_recs) + list(lin_recs))
         if state:
             noise["state"] = state
+        memory = memory_figures(trace)
         return cls(
             name=name, chip=host.chip, accelerator=host.accelerator, accel_device=accel_device,
             memory_bytes=host.memory_bytes, gemm=gemm, gemm_layouts=gemm_layouts, gemm_graph=gemm_graph,
@@ -406,7 +415,7 @@ class HardwareModel:
             best_bw_Bps=best_bw, exp_curve=exp_curve, membw_graph=membw_graph, launch=launch, dispatch=dispatch, linalg=linalg, alpha=alpha, beta=beta,
             link_includes_reduction=link_includes_reduction, allreduce_curves=allreduce_curves,
             link_on_host=link_on_host, peaks=peaks, noise={k: v for k, v in noise.items() if v}, origin=trace.origin, sources=sources,
-            notes=tuple(notes),
+            notes=tuple(notes), working_set_bytes=memory[0], page_in_Bps=memory[1],
         )
 
     # -- costs --------------------------------------------------------------------------------

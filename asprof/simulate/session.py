@@ -16,6 +16,7 @@ from pathlib import Path
 
 from asprof.errors import AsprofError
 from asprof.presets import ModelConfig
+from asprof.simulate import memory_pressure
 from asprof.simulate.hardware import HardwareModel
 from asprof.simulate.predict import Cluster, NodeSpec, Prediction, SimConfig, predict
 from asprof.simulate.workload import Workload
@@ -166,9 +167,13 @@ def run_simulation(cfg: SimulateConfig, timeline: bool = False) -> SimulationRep
     for p in predictions:
         for r in p.results:
             if not r.fits:
-                warnings.append(f"{r.label} on {p.nodes} nodes needs {r.memory_bytes['total'] / 2**30:.2f} GiB per node, "
-                                f"more than the node's {r.node_memory_bytes / 2**30:.2f} GiB: it will not fit "
-                                "(lower --batch or --seq, or use more memory)")
+                raise AsprofError(f"{r.label} on {p.nodes} nodes needs {r.memory_bytes['total'] / 2**30:.2f} GiB per node, "
+                                  f"more than the node's {r.node_memory_bytes / 2**30:.2f} GiB: it cannot run "
+                                  "(lower --batch or --seq, use more nodes or more memory)")
+            pressure = memory_pressure.note(r.memory_bytes["total"], hw.memory_bytes, hw.accelerator == "metal",
+                                            hw.working_set_bytes, hw.page_in_Bps)
+            if pressure:
+                warnings.append(f"{r.label} on {p.nodes} nodes: {pressure}")
     origins = dict(Counter(r.origin for r in trace.records))
     info = TraceInfo(label=label, bundled=bundled, origin=trace.origin, origins=origins, chip=hw.chip,
                      memory_bytes=hw.memory_bytes, accelerator=hw.accelerator, shared_lanes=hw.shared_lanes, why=why)

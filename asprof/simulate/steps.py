@@ -12,6 +12,7 @@ from asprof.simulate.cluster import Cluster, NodeSpec, SimConfig
 from asprof.simulate.collectives import RingNode, ring_allreduce
 from asprof.simulate.costs import OptimizerSpec, StepPlan, bucket_arrays, plan_step
 from asprof.simulate.engine import Engine
+from asprof.simulate.memory_pressure import paging_s
 from asprof.simulate.summarise import OptimizerResult, summarise
 from asprof.simulate.workload import Workload, ops_time
 
@@ -113,7 +114,9 @@ class _NodeCosts:
 def _node_costs(spec: NodeSpec, plan: StepPlan, K: int) -> _NodeCosts:
     hw, g, c = spec.hardware, spec.gpu, spec.cpu
     nc = _NodeCosts(spec)
-    nc.fwd = g * ops_time(hw, plan.forward)
+    # unified memory: a step above the GPU's resident share pages the excess each step (memory_pressure.py)
+    nc.fwd = g * (ops_time(hw, plan.forward) + paging_s(sum(plan.memory.values()), hw.memory_bytes,
+                                                        hw.accelerator == "metal", hw.working_set_bytes, hw.page_in_Bps))
     nc.bwd = g * ops_time(hw, plan.backward)
     nc.factors = g * ops_time(hw, plan.factors)
     nc.ema = g * ops_time(hw, plan.ema)

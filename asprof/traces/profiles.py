@@ -1,10 +1,13 @@
 """Bundled reference profiles: traces built from published figures (DESIGN §2).
 
-They let `asprof simulate` run on a fresh machine with no probe data. Every number carries its
-source. ``origin: published`` marks a figure printed in a paper or by the vendor; ``derived``
-marks one computed from published figures by the formula given in its source (for example a
-GEMM time curve from the published peak FLOP/s and memory bandwidth). Nothing here is measured
-by asprof; a probed trace of your own machine is always better.
+They let `asprof simulate` run on a fresh machine with no probe data. Every record carries its
+source. ``origin: published`` marks a figure printed in a paper, by the vendor or by a public
+benchmark (asprof.traces.profile_sources names each); ``derived`` marks one computed from
+published figures by the formula and assumption given in its source (for example a GEMM time
+curve from a measured GEMM rate and a measured bandwidth). The profile's own origin is
+"published", "derived" or "mixed" after its records. No figure is set from a published
+end-to-end training run: those are the check (benchmarks/bench_published.py). Nothing here is
+measured by asprof; a probed trace of your own machine is always better.
 
 The JSON files under ``profiles/`` are generated from :data:`CHIPS` and :data:`CLUSTERS` by
 ``python scripts/build_profiles.py`` and a test checks they are current.
@@ -21,85 +24,11 @@ from asprof import __version__
 from asprof.errors import TraceError
 from asprof.traces.schema import SchemaError, Host, Record, Trace
 
-KPOP = "van der Ouderaa et al., Towards Large-scale Training on Apple Silicon (KPOP paper)"
-PROF = "Feng et al., Profiling Apple Silicon Performance for ML Training"
-APPLE = "Apple newsroom / tech specs"
+from asprof.traces.profile_sources import (
+    CHIPS, CPU_LAPACK_FLOPS, FP16_GAIN, FP16_SRC, KPOP, LAPACK_SRC, PAGING, PROF, Chip, Fig,
+)
 
-GB = 1e9
-MS = 1e-3
-
-
-@dataclass(frozen=True)
-class Chip:
-    key: str
-    chip: str
-    cpu_p: int
-    cpu_e: int
-    gpu_cores: int
-    memory_bytes: int
-    memory_src: str
-    gpu_fp32_flops: float
-    gpu_fp32_src: str
-    origin_fp32: str  # "published" or "derived"
-    membw_Bps: float
-    membw_src: str
-    launch_cold_s: float
-    launch_warm_s: float
-    launch_src: str
-    launch_origin: str
-
-
-# GPU FP32 rate per core per clock is taken from the M2 family (profiling paper Table 1:
-# 27 TFLOPS for the 76-core M2 Ultra, 7 TFLOPS for the 19-core M2 Pro); for chips with no
-# published figure we scale it by the GPU core count, which assumes the same clock.
-_M2_PER_CORE_ULTRA = 27e12 / 76
-_M2_PER_CORE_PRO = 7e12 / 19
-
-CHIPS: dict[str, Chip] = {
-    c.key: c
-    for c in (
-        Chip(
-            "m2-pro", "Apple M2 Pro", 8, 4, 19, 32 * 2**30, f"{PROF}, Table 1 (32 GB)",
-            7e12, f"{PROF}, Table 1 (7 TFLOPS single precision)", "published",
-            200 * GB, f"{APPLE}: M2 Pro unified memory bandwidth 200 GB/s (Jan 2023)",
-            0.5850 * MS, 0.2637 * MS, f"{PROF}, Table 6 (M2 Pro cold 0.5850 ms, follow-up 0.2637 ms)", "published",
-        ),
-        Chip(
-            "m2-max", "Apple M2 Max", 8, 4, 38, 64 * 2**30, f"{PROF}, Table 1 (64 GB)",
-            14e12, f"{PROF}, Table 1 (14 TFLOPS single precision)", "published",
-            400 * GB, f"{APPLE}: M2 Max unified memory bandwidth 400 GB/s (Jan 2023)",
-            0.9080 * MS, 0.1273 * MS, f"{PROF}, Table 6 (M2 Max cold 0.9080 ms, follow-up 0.1273 ms)", "published",
-        ),
-        Chip(
-            "m2-ultra", "Apple M2 Ultra", 16, 8, 76, 192 * 2**30, f"{PROF}, Table 1 (192 GB)",
-            27e12, f"{PROF}, Table 1 (27 TFLOPS single precision)", "published",
-            800 * GB, f"{APPLE}: M2 Ultra unified memory bandwidth 800 GB/s (Jun 2023)",
-            0.7859 * MS, 0.1480 * MS, f"{PROF}, Table 6 (M2 Ultra cold 0.7859 ms, follow-up 0.1480 ms)", "published",
-        ),
-        Chip(
-            "m4", "Apple M4", 4, 6, 10, 16 * 2**30, f"{KPOP}, Table 3 (16 GB per Mac mini)",
-            _M2_PER_CORE_PRO * 10,
-            f"derived: M2 Pro FP32 rate per GPU core ({PROF}, Table 1: 7 TFLOPS / 19 cores) x 10 M4 GPU cores "
-            f"({APPLE}: Mac mini M4, 10-core GPU); assumes the M2 clock",
-            "derived",
-            120 * GB, f"{APPLE}: M4 unified memory bandwidth 120 GB/s (Mac mini, Oct 2024)",
-            0.5850 * MS, 0.2637 * MS,
-            f"derived: no published M4 launch latency; M2 Pro figures from {PROF}, Table 6 (the closest chip class)",
-            "derived",
-        ),
-        Chip(
-            "m3-ultra", "Apple M3 Ultra", 24, 8, 80, 512 * 2**30, f"{KPOP}, Table 3 (512 GB per Mac Studio)",
-            _M2_PER_CORE_ULTRA * 80,
-            f"derived: M2 Ultra FP32 rate per GPU core ({PROF}, Table 1: 27 TFLOPS / 76 cores) x 80 GPU cores "
-            f"(the M3 Ultra configuration that offers 512 GB, {APPLE}, Mar 2025); assumes the M2 clock",
-            "derived",
-            819 * GB, f"{APPLE}: M3 Ultra unified memory bandwidth 819 GB/s (Mac Studio, Mar 2025)",
-            0.7859 * MS, 0.1480 * MS,
-            f"derived: no published M3 Ultra launch latency; M2 Ultra figures from {PROF}, Table 6",
-            "derived",
-        ),
-    )
-}
+__all__ = ["CHIPS", "CLUSTERS", "DEFAULT_PROFILE", "build_profile", "load_profile", "profile_names", "trace_origin"]
 
 
 @dataclass(frozen=True)
@@ -117,18 +46,12 @@ LINKS = {
     ),
 }
 
-# The ring's per-message latency over Thunderbolt networking is not published anywhere we know
-# of. This is an explicit assumption, reported as such; probe a real cluster to replace it.
+# The ring's per-message latency over Thunderbolt networking: issue 19 sources the link figures.
+# Until then this is an explicit assumption, reported as such; probe a real cluster to replace it.
 ASSUMED_ALPHA_S = 50e-6
-ALPHA_SRC = "assumption: 50 us per ring step (TCP over Thunderbolt networking; no published figure)"
-
-# Eigendecomposition on the CPU: no published figure for Apple CPUs either. eigh(n) with
-# eigenvectors costs about 9 n^3 flop (Householder tridiagonalisation 4/3 n^3, divide and
-# conquer and back-transformation ~ 8/3 n^3 each; Golub & Van Loan §8.3); we assume the
-# CPU sustains 50 GFLOP/s FP32 in LAPACK (Accelerate) on these sizes.
-ASSUMED_CPU_LAPACK_FLOPS = 50e9
-EIGH_SRC = "derived: 9 n^3 flop (Golub & Van Loan §8.3) at an assumed 50 GFLOP/s CPU LAPACK rate"
-QR_SRC = "derived: 4/3 n^3 flop (Householder QR with Q formed) at an assumed 50 GFLOP/s CPU LAPACK rate"
+ALPHA_SRC = "assumption: 50 us per ring step (TCP over Thunderbolt networking; no published figure used)"
+EIGH_FLOP = "9 n^3 flop (Golub & Van Loan §8.3)"
+QR_FLOP = "4/3 n^3 flop (Householder QR with Q formed)"
 
 
 @dataclass(frozen=True)
@@ -146,9 +69,11 @@ CLUSTERS = (
             "(Table 3 lists Thunderbolt 4, which is what the M4 Mac mini has; the text says Thunderbolt 5)"),
     Cluster("m3-ultra-studio-x2-tb5", "m3-ultra", 2, "tb5",
             f"2 x Mac Studio (M3 Ultra, 512 GB) joined by Thunderbolt 5, the cluster of {KPOP}, Tables 2-3"),
+    Cluster("m1-pro", "m1-pro", None, "tb4", "one M1 Pro (16-core GPU), Thunderbolt 4 for what-if clusters"),
     Cluster("m2-pro", "m2-pro", None, "tb4", f"one M2 Pro ({PROF}), Thunderbolt 4 for what-if clusters"),
     Cluster("m2-max", "m2-max", None, "tb4", f"one M2 Max ({PROF}), Thunderbolt 4 for what-if clusters"),
     Cluster("m2-ultra", "m2-ultra", None, "tb4", f"one M2 Ultra ({PROF}), Thunderbolt 4 for what-if clusters"),
+    Cluster("m4-max", "m4-max", None, "tb5", "one M4 Max (40-core GPU, 128 GB), Thunderbolt 5 for what-if clusters"),
 )
 
 DEFAULT_PROFILE = "m4-mini-x16-tb4"
@@ -163,73 +88,100 @@ _MEMBW_SIZES = (2**16, 2**20, 2**24, 2**28)
 def _roofline_gemm_s(m, n, k, batch, itemsize, chip: Chip, flops):
     """Roofline time of a GEMM: max(compute, memory) + one warm launch."""
     compute = 2.0 * m * n * k * batch / flops
-    memory = itemsize * batch * (m * k + k * n + m * n) / chip.membw_Bps
-    return max(compute, memory) + chip.launch_warm_s
+    memory = itemsize * batch * (m * k + k * n + m * n) / chip.gpu_bw.value
+    return max(compute, memory) + chip.launch_warm.value
+
+
+def _fig_record(probe, op, device, dtype, fig: Fig, metric: str, params=None) -> Record:
+    return Record(probe, op, "mlx", device, dtype, params=params or {}, metrics={metric: fig.value},
+                  origin=fig.origin, source=fig.source)
+
+
+def _gemm_records(chip: Chip) -> list[Record]:
+    recs = []
+    roof = (f"derived: roofline max(2mnk/rate, bytes/bandwidth) + warm launch, rate: {chip.gemm.source}; "
+            f"bandwidth: {chip.gpu_bw.source}; launch: {chip.launch_warm.source}")
+    for dtype, itemsize, gain, src in (("float32", 4, 1.0, roof), ("float16", 2, FP16_GAIN, f"derived: {FP16_SRC}; {roof}"),
+                                       ("bfloat16", 2, FP16_GAIN, f"derived: {FP16_SRC}; {roof}")):
+        swept = {n for n, _ in chip.gemm_sweep} if dtype == "float32" else set()
+        for m, n, k, b in [(s, s, s, 1) for s in _GEMM_SIZES if s not in swept] + [(2000, 2000, 2000, 8)]:
+            t = _roofline_gemm_s(m, n, k, b, itemsize, chip, chip.gemm.value * gain)
+            recs.append(Record("blas", "matmul", "mlx", "gpu", dtype, params={"m": m, "n": n, "k": k, "batch": b},
+                               metrics={"flop": 2.0 * m * n * k * b, "flops_per_s": 2.0 * m * n * k * b / t, "time_s": t},
+                               origin="derived", source=src))
+    for n, t in chip.gemm_sweep:  # published per-size times (torch mps; the MLX rate is not published per size)
+        flop = 2.0 * n**3
+        recs.append(Record("blas", "matmul", "mlx", "gpu", "float32", params={"m": n, "n": n, "k": n, "batch": 1},
+                           metrics={"flop": flop, "flops_per_s": flop / t, "time_s": t},
+                           origin="published", source=f"{chip.gemm_sweep_src}: n = {n}, {t * 1e3:.4g} ms"))
+    recs.append(_fig_record("blas", "peak", "gpu", "float32", chip.peak, "flops_per_s"))
+    # the sustained rate the curve is built from, as its own record with its citation
+    recs.append(_fig_record("blas", "rate", "gpu", "float32", chip.gemm, "flops_per_s"))
+    return recs
+
+
+def _membw_records(chip: Chip) -> list[Record]:
+    recs = []
+    for device, fig in (("gpu", chip.gpu_bw), ("cpu", chip.cpu_bw)):
+        if fig is None:
+            continue
+        recs.append(_fig_record("membw", "rate", device, "float32", fig, "bytes_per_s"))
+        for op, arrays in (("copy", 2), ("triad", 3)):
+            for nbytes in _MEMBW_SIZES:
+                moved = arrays * nbytes
+                t = moved / fig.value + chip.launch_warm.value
+                recs.append(Record(
+                    "membw", op, "mlx", device, "float32", params={"bytes": nbytes},
+                    metrics={"bytes_moved": moved, "bytes_per_s": moved / t, "time_s": t}, origin="derived",
+                    source=f"derived: bytes / measured bandwidth + warm launch ({fig.source}; {chip.launch_warm.source})"))
+    return recs
+
+
+def _linalg_records() -> list[Record]:
+    recs = []
+    for dtype, rate in CPU_LAPACK_FLOPS.items():
+        for n in _EIGH_SIZES:
+            for op, flop, what in (("eigh", 9.0 * n**3, EIGH_FLOP), ("qr", 4.0 / 3.0 * n**3, QR_FLOP),
+                                   ("power_step", 2.0 * n**3 + 4.0 / 3.0 * n**3, QR_FLOP + " plus the 2 n^3 M.Q product")):
+                src = "derived: " + LAPACK_SRC.format(flop=what, rate=rate / 1e9, dtype=dtype)
+                recs.append(Record("linalg", op, "mlx", "cpu", dtype, params={"n": n},
+                                   metrics={"time_s": flop / rate, "flop": flop}, origin="derived", source=src))
+    return recs
+
+
+def trace_origin(records) -> str:
+    """A profile's origin after its records: "published" or "derived" when all are, else "mixed"."""
+    origins = {r.origin for r in records}
+    return origins.pop() if len(origins) == 1 else "mixed"
 
 
 def build_profile(cluster: Cluster) -> Trace:
     chip = CHIPS[cluster.chip]
     link = LINKS[cluster.link]
-    recs: list[Record] = []
-    roof = (
-        f"derived: roofline max(2mnk/peak, bytes/bandwidth) + warm launch, from the peak "
-        f"({chip.gpu_fp32_src}) and the bandwidth ({chip.membw_src})"
-    )
-    fp16_src = (
-        f"derived: FP32 peak x 1.25 ({PROF} §4.4: MLX gains only about 20-30% from FP16 in GEMM); " + roof
-    )
-    for dtype, itemsize, flops, src in (
-        ("float32", 4, chip.gpu_fp32_flops, roof),
-        ("float16", 2, chip.gpu_fp32_flops * 1.25, fp16_src),
-        ("bfloat16", 2, chip.gpu_fp32_flops * 1.25, fp16_src),
-    ):
-        shapes = [(s, s, s, 1) for s in _GEMM_SIZES] + [(2000, 2000, 2000, 8)]
-        for m, n, k, b in shapes:
-            t = _roofline_gemm_s(m, n, k, b, itemsize, chip, flops)
-            recs.append(Record(
-                "blas", "matmul", "mlx", "gpu", dtype,
-                params={"m": m, "n": n, "k": k, "batch": b},
-                metrics={"flop": 2.0 * m * n * k * b, "flops_per_s": 2.0 * m * n * k * b / t, "time_s": t},
-                origin="derived", source=src,
-            ))
-    recs.append(Record("blas", "peak", "mlx", "gpu", "float32",
-                       metrics={"flops_per_s": chip.gpu_fp32_flops},
-                       origin=chip.origin_fp32, source=chip.gpu_fp32_src))
-    for op, lat in (("cold", chip.launch_cold_s), ("warm", chip.launch_warm_s)):
-        recs.append(Record("launch", op, "mlx", "gpu", "float32", params={"op": "kernel"},
-                           metrics={"latency_s": lat}, origin=chip.launch_origin, source=chip.launch_src))
-    for op, arrays in (("copy", 2), ("triad", 3)):
-        for nbytes in _MEMBW_SIZES:
-            moved = arrays * nbytes
-            t = moved / chip.membw_Bps + chip.launch_warm_s
-            recs.append(Record(
-                "membw", op, "mlx", "gpu", "float32", params={"bytes": nbytes},
-                metrics={"bytes_moved": moved, "bytes_per_s": moved / t, "time_s": t},
-                origin="derived",
-                source=f"derived: bytes / peak bandwidth + warm launch ({chip.membw_src}; {chip.launch_src})",
-            ))
-    for n in _EIGH_SIZES:
-        for op, flop, src in (("eigh", 9.0 * n**3, EIGH_SRC), ("qr", 4.0 / 3.0 * n**3, QR_SRC),
-                              ("power_step", 2.0 * n**3 + 4.0 / 3.0 * n**3, QR_SRC + " plus the 2 n^3 M.Q product")):
-            t = flop / ASSUMED_CPU_LAPACK_FLOPS
-            recs.append(Record("linalg", op, "mlx", "cpu", "float32", params={"n": n},
-                               metrics={"time_s": t, "flop": flop}, origin="derived", source=src))
+    recs: list[Record] = _gemm_records(chip)
+    for op, fig in (("cold", chip.launch_cold), ("warm", chip.launch_warm)):
+        recs.append(_fig_record("launch", op, "gpu", "float32", fig, "latency_s", {"op": "kernel"}))
+    recs += _membw_records(chip)
+    recs += _linalg_records()
+    recs.append(_fig_record("memory", "working_set", "gpu", None, chip.working_set, "gpu_working_set_bytes"))
+    recs.append(_fig_record("memory", "paging", "gpu", None, PAGING, "page_in_Bps"))
     beta = link.gbps * 1e9 / 8.0
     recs.append(Record(
         "allreduce", "fit", "mlx", "link", "float32",
-        params={"nodes": cluster.nodes or 2, "backend": "ring", "link": link.name},
-        metrics={"alpha_s": ASSUMED_ALPHA_S, "beta_Bps": beta, "r2": 1.0},
-        origin="derived", source=f"beta: {link.src}; alpha: {ALPHA_SRC}",
+        params={"nodes": cluster.nodes or 2, "backend": "ring", "link": link.name,
+                "model": "t = 2(K-1)*alpha + 2(K-1)/K * S / beta (not fitted: the line rate and an assumed alpha)"},
+        metrics={"alpha_s": ASSUMED_ALPHA_S, "beta_Bps": beta},
+        origin="derived", source=f"derived, not fitted: beta = the nominal line rate ({link.src}); alpha: {ALPHA_SRC}",
     ))
     host = Host(
         hostname=cluster.key, os="Darwin", os_release="", machine="arm64", chip=chip.chip,
         cores_logical=chip.cpu_p + chip.cpu_e, cores_performance=chip.cpu_p, cores_efficiency=chip.cpu_e,
-        memory_bytes=chip.memory_bytes, gpu_name=f"{chip.chip} GPU", gpu_cores=chip.gpu_cores,
+        memory_bytes=int(chip.memory.value), gpu_name=f"{chip.chip} GPU", gpu_cores=chip.gpu_cores,
         accelerator="metal", unified_memory=True, versions={}, blas={"mlx": "Accelerate (assumed)"},
     )
     return Trace(
         host=host, records=tuple(recs), created_utc="", asprof_version=__version__,
-        origin="published", name=cluster.key, description=cluster.description, nodes=cluster.nodes,
+        origin=trace_origin(recs), name=cluster.key, description=cluster.description, nodes=cluster.nodes,
     )
 
 

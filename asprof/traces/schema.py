@@ -3,7 +3,7 @@
 A trace is one JSON document::
 
     {"schema": "asprof.trace", "version": 1, "created_utc": ..., "asprof_version": ...,
-     "origin": "measured" | "published",
+     "origin": "measured" | "published" | "derived" | "mixed",
      "host": {...},
      "probes": {"blas": [record, ...], "allreduce": [...], ...},
      "skipped": [{"probe": ..., "framework": ..., "device": ..., "reason": ...}]}
@@ -27,6 +27,8 @@ from typing import Any, Iterable
 SCHEMA = "asprof.trace"
 VERSION = 1
 ORIGINS = ("measured", "published", "derived")
+# a whole trace: a bundled profile whose records are partly published and partly derived is "mixed"
+TRACE_ORIGINS = ORIGINS + ("mixed",)
 PROBES = ("blas", "launch", "membw", "linalg", "memory", "allreduce")
 
 
@@ -358,7 +360,7 @@ class Trace:
     skipped: tuple[Skip, ...] = ()
     created_utc: str = ""
     asprof_version: str = ""
-    origin: str = "measured"  # "published" for a bundled reference profile
+    origin: str = "measured"  # a bundled reference profile: "published", "derived" or "mixed"
     name: str | None = None  # a short name for bundled profiles ("m4-mini-x16-tb")
     description: str | None = None
     # For a cluster: how many identical nodes the figures describe (bundled cluster profiles;
@@ -366,8 +368,8 @@ class Trace:
     nodes: int | None = None
 
     def __post_init__(self):
-        if self.origin not in ORIGINS:
-            raise SchemaError("origin", "one of " + ", ".join(ORIGINS), self.origin)
+        if self.origin not in TRACE_ORIGINS:
+            raise SchemaError("origin", "one of " + ", ".join(TRACE_ORIGINS), self.origin)
 
     # -- queries ------------------------------------------------------------------------------
     def probe(self, name: str, **match: Any) -> list[Record]:
@@ -429,7 +431,7 @@ class Trace:
             skipped=tuple(skipped),
             created_utc=at.get("created_utc").str(),
             asprof_version=at.get("asprof_version").str(),
-            origin=at.get("origin").str(choices=ORIGINS),
+            origin=at.get("origin").str(choices=TRACE_ORIGINS),
             name=at.get("name", required=False).str(optional=True),
             description=at.get("description", required=False).str(optional=True),
             nodes=at.get("nodes", required=False).int(optional=True, min_value=1),

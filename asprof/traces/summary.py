@@ -63,6 +63,10 @@ def _header(trace: Trace, source: str | None) -> str:
     out = f"Trace {what} ({', '.join(bits)})"
     if trace.description:
         out += f"\n  {trace.description}"
+    counts = Counter(r.origin for r in trace.records)
+    if set(counts) - {"measured"}:
+        out += ("\n  records: " + ", ".join(f"{counts[o]} {o}" for o in ("measured", "published", "derived") if counts[o])
+                + " (each record's source says where it comes from or how it was derived)")
     return out
 
 
@@ -105,7 +109,7 @@ def _columns(recs: list[Record]) -> list[tuple[str, str | None]]:
 
 def _blas(recs: list[Record]) -> str:
     out = ["blas: achieved FLOP/s (median; decimal units)" + _origin_note(recs)]
-    for op in ("matmul", "matvec", "vjp", "peak"):
+    for op in ("matmul", "matvec", "vjp", "peak", "rate"):
         rs = [r for r in recs if r.op == op]
         if not rs:
             continue
@@ -184,6 +188,8 @@ def _launch(recs: list[Record]) -> str:
 
 
 def _membw(recs: list[Record]) -> str:
+    rates = [f"  {_backend(r)} {si(r.metrics['bytes_per_s'], 'B/s')} ({r.origin})" for r in recs if r.op == "rate"]
+    recs = [r for r in recs if r.op != "rate"]
     cols = []
     for r in recs:
         if (_backend(r), r.op) not in cols:
@@ -192,22 +198,32 @@ def _membw(recs: list[Record]) -> str:
     cells = {(int(r.params["bytes"]), _backend(r), r.op): si(r.metrics["bytes_per_s"], "B/s") for r in recs}
     rows = [[nbytes(s)] + [cells.get((s, b, op), DASH) for b, op in cols] for s in sizes]
     head = "membw: bandwidth (STREAM byte counts: copy 2x, triad 3x the array size; decimal units)"
-    return head + _origin_note(recs) + "\n" + table(["array"] + [f"{b} {op}" for b, op in cols], rows)
+    out = head + _origin_note(recs) + "\n" + table(["array"] + [f"{b} {op}" for b, op in cols], rows)
+    return out + ("\n  the rate the curve is built from:\n" + "\n".join(rates) if rates else "")
 
 
 def _linalg(recs: list[Record]) -> str:
     cols = []
     for r in recs:
-        if (_backend(r), r.op) not in cols:
-            cols.append((_backend(r), r.op))
+        if (_backend(r), r.op, r.dtype) not in cols:
+            cols.append((_backend(r), r.op, r.dtype))
     sizes = sorted({int(r.params["n"]) for r in recs})
-    cells = {(int(r.params["n"]), _backend(r), r.op): seconds(r.metrics["time_s"]) for r in recs}
-    rows = [[str(n)] + [cells.get((n, b, op), DASH) for b, op in cols] for n in sizes]
-    head = "linalg: time per call on MLX's CPU stream (median), float32"
-    return head + _origin_note(recs) + "\n" + table(["n"] + [f"{b} {op}" for b, op in cols], rows)
+    cells = {(int(r.params["n"]), _backend(r), r.op, r.dtype): seconds(r.metrics["time_s"]) for r in recs}
+    rows = [[str(n)] + [cells.get((n, b, op, d), DASH) for b, op, d in cols] for n in sizes]
+    head = "linalg: time per call on MLX's CPU stream (median)"
+    return head + _origin_note(recs) + "\n" + table(["n"] + [f"{b} {op} {d or ''}".strip() for b, op, d in cols], rows)
 
 
 def _memory(recs: list[Record]) -> str:
+    figures = []
+    for r in recs:
+        if "gpu_working_set_bytes" in r.metrics:
+            figures.append(f"  GPU working set {nbytes(r.metrics['gpu_working_set_bytes'])} ({r.origin})")
+        if "page_in_Bps" in r.metrics:
+            figures.append(f"  paging beyond it {si(r.metrics['page_in_Bps'], 'B/s')} ({r.origin})")
+    recs = [r for r in recs if r.op == "training_loop"]
+    if not recs:
+        return "memory: unified-memory figures (docs/simulator.md §8b)\n" + "\n".join(figures)
     rows = []
     for r in recs:
         m, p = r.metrics, r.params
@@ -220,7 +236,8 @@ def _memory(recs: list[Record]) -> str:
         ])
     head = "memory: training loop (RSS after step 1 -> last step; page faults per step after step 1)"
     return head + _origin_note(recs) + "\n" + table(
-        ["backend", "model", "steps", "median step", "RSS start", "RSS end", "growth", "minor/step", "major/step"], rows)
+        ["backend", "model", "steps", "median step", "RSS start", "RSS end", "growth", "minor/step", "major/step"], rows) \
+        + ("\n" + "\n".join(figures) if figures else "")
 
 
 def _allreduce(recs: list[Record]) -> str:
@@ -242,8 +259,9 @@ def _allreduce(recs: list[Record]) -> str:
             m = r.metrics
             model = r.params.get("model", "t = 2(K-1)*alpha + 2(K-1)/K * S / beta")
             extra = f", max rel. error {m['max_rel_err']:.0%}" if "max_rel_err" in m else ""
+            stats = f", R^2 {m['r2']:.3f}{extra}" if "r2" in m else f" ({r.origin}, not fitted: see its source)"
             out.append(f"  fit ({r.params.get('nodes')} ranks, {model}): alpha {seconds(m['alpha_s'])} per step, "
-                       f"beta {si(m['beta_Bps'], 'B/s')} per link, R^2 {m['r2']:.3f}{extra}")
+                       f"beta {si(m['beta_Bps'], 'B/s')} per link{stats}")
     return "\n".join(out)
 
 
