@@ -30,7 +30,7 @@ def test_a_workload_above_the_gpu_share_predicts_a_slower_step_and_above_ram_doe
     hw = HardwareModel.from_trace(load_profile("m4-mini-x16-tb4"))
     # the same hardware with a working set large enough for everything: the step without pressure
     roomy = replace(hw, working_set_bytes=float(hw.memory_bytes))
-    r, base = _step(hw, 4), _step(roomy, 4)
+    r, base = _step(hw, 5), _step(roomy, 5)
     need = r.memory_bytes["total"]
     assert hw.working_set_bytes < need <= hw.memory_bytes and r.fits
     # independent of the model's code path: the excess out and back in at the trace's paging rate
@@ -38,4 +38,4 @@ def test_a_workload_above_the_gpu_share_predicts_a_slower_step_and_above_ram_doe
     # within the share: no cost
     assert _step(hw, 1).mean_s == pytest.approx(_step(roomy, 1).mean_s, rel=1e-12)
     # above the RAM: the result says it does not fit (the CLI refuses it: test_sim_cli)
-    assert not _step(hw, 10).fits
+    assert not _step(hw, 12).fits
