@@ -69,6 +69,9 @@ class SimConfig:
     # closes every phase, so nothing overlaps across phases; the result then has per-step phase
     # times (OptimizerResult.phase_times_s) to compare with the measured ones.
     instrumented: bool = False
+    # What-if: compile the optimizer update into one kernel (True) or run it as eager, unfused
+    # kernels (False); None: as asprof's optimizers do (compiled on Metal only).
+    compiled_update: bool | None = None
 
     def __post_init__(self):
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps <= 0:

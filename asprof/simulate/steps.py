@@ -111,7 +111,7 @@ class _NodeCosts:
         return self.cache[key]
 
 
-def _node_costs(spec: NodeSpec, plan: StepPlan, K: int) -> _NodeCosts:
+def _node_costs(spec: NodeSpec, plan: StepPlan, K: int, compiled_update: bool | None = None) -> _NodeCosts:
     hw, g, c = spec.hardware, spec.gpu, spec.cpu
     nc = _NodeCosts(spec)
     # unified memory: a step above the GPU's resident share pages the excess each step (memory_pressure.py)
@@ -132,7 +132,8 @@ def _node_costs(spec: NodeSpec, plan: StepPlan, K: int) -> _NodeCosts:
     nc.project = g * ops_time(hw, plan.project)
     # the rest of the step is one lazy graph evaluated once (contract step 5): one sync per step.
     # The optimizers compile the Adam math on Metal only (docs/optimizers.md, "Compilation").
-    update = plan.update if hw.accelerator == "metal" else plan.update_eager
+    compiled = hw.accelerator == "metal" if compiled_update is None else compiled_update
+    update = plan.update if compiled else plan.update_eager
     nc.update = g * (ops_time(hw, update) + hw.launch_s)
     if K > 1:
         nc.alpha, nc.beta = hw.link()
@@ -152,7 +153,7 @@ def simulate_optimizer(workload: Workload, spec: OptimizerSpec, cluster: Cluster
         ns = cluster.node(r)
         key = id(ns.hardware), ns.gpu, ns.cpu, ns.link
         if key not in cost_by_spec:
-            cost_by_spec[key] = _node_costs(ns, plan, K)
+            cost_by_spec[key] = _node_costs(ns, plan, K, sim.compiled_update)
         costs.append(cost_by_spec[key])
     noisy = sim.variance and not collapsed
     samplers = [_Sampler(c.spec.hardware.noise, np.random.default_rng([sim.seed, r]) if noisy else None)
