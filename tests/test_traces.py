@@ -164,3 +164,11 @@ def test_derived_gemm_curve_rises_with_size_and_stays_under_peak():
                     for r in t.probe("blas", op="matmul", dtype="float32") if r.params["batch"] == 1)
     rates = [f for _, f in square]
     assert rates == sorted(rates) and rates[-1] <= peak
+
+
+def test_no_profile_figure_comes_from_a_published_end_to_end_run():
+    # the firewall (docs/simulator.md §9): the end-to-end tables are the check, never a source
+    for c in CLUSTERS:
+        for r in load_profile(c.key).records:
+            for table in ("Table 2", "Table 4", "Table 5"):
+                assert not (table in r.source and ("KPOP" in r.source or "Profiling" in r.source)), r.source

@@ -32,6 +32,9 @@ Every cost comes from the trace's records, never from a constant peak:
   ``allreduce_time(bytes, K)``: the measured all_sum times of a K-rank ring, where the trace
   has them (a cluster's own probe), which the simulator prefers for that ring size.
 
+* ``working_set_bytes``, ``page_in_Bps``: the ``memory`` records ``working_set`` (what the GPU
+  may keep resident of unified memory) and ``paging``, for asprof.simulate.memory_pressure.
+
 A cost whose measurements are missing raises :class:`MissingProbeError` naming the probe to run,
 when (and only when) a simulation needs it. Whether the accelerator and CPU lanes are separate
 hardware comes from ``host.accelerator`` ("none" = MLX runs on the CPU: one shared lane).

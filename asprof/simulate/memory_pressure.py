@@ -19,10 +19,9 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+from asprof.traces.profile_sources import DEFAULT_GPU_SHARE as DEFAULT_SHARE  # gpustack issue #1375
 from asprof.traces.profile_sources import PAGING
 from asprof.traces.schema import Trace
-
-DEFAULT_SHARE = 0.75  # of the RAM, where the trace has no working-set record (gpustack issue #1375)
 
 
 def memory_figures(trace: Trace) -> tuple[float | None, float | None]:

@@ -69,8 +69,13 @@ def _t6(chip: str, cold: float, warm: float, origin_chip: str | None = None):
     return derived(cold * MS, how), derived(warm * MS, how)
 
 
+# What the GPU may keep resident where no figure for the machine is published (also the
+# simulator's default for traces without a working-set record: asprof.simulate.memory_pressure).
+DEFAULT_GPU_SHARE = 0.75
+
+
 def _share(ram: float, note: str) -> Fig:
-    return derived(0.75 * ram, f"75% of RAM, the default GPU working set on Apple silicon (gpustack/gpustack "
+    return derived(DEFAULT_GPU_SHARE * ram, f"{DEFAULT_GPU_SHARE:.0%} of RAM, the default GPU working set on Apple silicon (gpustack/gpustack "
                               f"issue #1375: 'the recommended max working set ... which is 75% of total RAM'); {note}")
 
 
