@@ -140,7 +140,7 @@ def test_bundled_profiles_are_current_and_cited(tmp_path):
         # every profile rests on published measurements: its GEMM rate or its bandwidth
         assert any(r.origin == "published" for r in bundled.probe("membw", op="rate") + bundled.probe("blas", op="rate"))
     assert set(profile_names()) >= {"m4-mini-x16-tb4", "m3-ultra-studio-x2-tb5", "m2-pro", "m2-max", "m2-ultra",
-                                    "m1-pro", "m4-max"}
+                                    "m1-pro", "m1-max", "m1-ultra", "m3-pro", "m3-max", "m4-pro", "m4-max"}
 
 
 def test_bundled_profiles_carry_the_papers_figures():

@@ -24,6 +24,7 @@ DEVBENCH_M4MAX = "chsasank/device-benchmarks pull request #13 (M4 Max, torch mps
 MLXBENCH = ("TristanBilot/mlx-benchmark@85c5376 benchmarks/detailed_benchmark.md, mlx_gpu column, "
             "Concat of two 1e6 x 64 float32 arrays on axis 0 (512 MB read + 512 MB written)")
 CONCAT_BYTES = 2 * 2 * 1_000_000 * 64 * 4  # bytes moved by that Concat
+MLXBENCH_HEAD = "TristanBilot/mlx-benchmark@85c5376 benchmarks/detailed_benchmark.md, the machine's heading"
 
 GB = 1e9
 GIB = 2**30
@@ -100,6 +101,20 @@ CHIPS: dict[str, Chip] = {c.key: c for c in (
          cpu_bw=Fig(96 * GB, f"{DEVBENCH}: Apple M1 Pro CPU 10-core 96 GB/s"),
          launch_cold=_t6("M1 Pro", 0.5850, 0.2637, "M2 Pro")[0], launch_warm=_t6("M1 Pro", 0.5850, 0.2637, "M2 Pro")[1],
          working_set=_share(32 * GIB, "32 GB")),
+    Chip("m1-max", "Apple M1 Max", 8, 2, 32,
+         memory=Fig(64 * GIB, f"{MLXBENCH_HEAD}: M1 Max (64GB)"),
+         peak=derived(2.6e12 * 4, f"{APPLE}: M1 8-core GPU 2.6 TFLOPS (Nov 2020) x 32/8 GPU cores"),
+         gemm=derived(3.7e12 * 2, _per_core(16, 32, f"M1 Pro measured 3.7 TFLOPs FP32 ({DEVBENCH})")),
+         gpu_bw=Fig(CONCAT_BYTES / (3.02 * MS), f"{MLXBENCH}: M1 Max (64GB) 3.02 ms"),
+         launch_cold=_t6("M1 Max", 0.9080, 0.1273, "M2 Max")[0], launch_warm=_t6("M1 Max", 0.9080, 0.1273, "M2 Max")[1],
+         working_set=_share(64 * GIB, "64 GB")),
+    Chip("m1-ultra", "Apple M1 Ultra", 16, 4, 48,
+         memory=Fig(64 * GIB, f"{MLXBENCH_HEAD}: M1 Ultra (4E+16P+48GPU+64GB)"),
+         peak=derived(2.6e12 * 6, f"{APPLE}: M1 8-core GPU 2.6 TFLOPS (Nov 2020) x 48/8 GPU cores"),
+         gemm=derived(3.7e12 * 3, _per_core(16, 48, f"M1 Pro measured 3.7 TFLOPs FP32 ({DEVBENCH})")),
+         gpu_bw=Fig(CONCAT_BYTES / (1.72 * MS), f"{MLXBENCH}: M1 Ultra (48-core GPU, 64GB) 1.72 ms"),
+         launch_cold=_t6("M1 Ultra", 0.7859, 0.1480, "M2 Ultra")[0], launch_warm=_t6("M1 Ultra", 0.7859, 0.1480, "M2 Ultra")[1],
+         working_set=_share(64 * GIB, "64 GB")),
     Chip("m2-pro", "Apple M2 Pro", 8, 4, 19,
          memory=Fig(32 * GIB, f"{PROF}, Table 1 (32 GB)"),
          peak=Fig(7e12, f"{PROF}, Table 1 (7 TFLOPS single precision)"),
@@ -123,6 +138,22 @@ CHIPS: dict[str, Chip] = {c.key: c for c in (
          cpu_bw=Fig(311 * GB, f"{DEVBENCH}: Apple M2 Ultra CPU 311 GB/s"),
          launch_cold=_t6("M2 Ultra", 0.7859, 0.1480)[0], launch_warm=_t6("M2 Ultra", 0.7859, 0.1480)[1],
          working_set=_share(192 * GIB, "192 GB")),
+    Chip("m3-pro", "Apple M3 Pro", 5, 6, 14,
+         memory=derived(18 * GIB, f"the 18 GB configuration ({APPLE}: M3 Pro offers 18 or 36 GB; the benchmark does not say)"),
+         peak=derived(27e12 / 76 * 14, f"M2 Ultra peak per GPU core ({PROF}, Table 1: 27 TFLOPS / 76) x 14 cores; "
+                      "no published M3 Pro peak"),
+         gemm=derived(_M3MAX_GEMM * 14 / 40, _per_core(40, 14, f"M3 Max measured 11.4 TFLOPs FP32 ({DEVBENCH})")),
+         gpu_bw=Fig(CONCAT_BYTES / (7.75 * MS), f"{MLXBENCH}: M3 Pro (6E+5P+14GPU) 7.75 ms"),
+         launch_cold=_t6("M3 Pro", 0.5850, 0.2637, "M2 Pro")[0], launch_warm=_t6("M3 Pro", 0.5850, 0.2637, "M2 Pro")[1],
+         working_set=_share(18 * GIB, "18 GB")),
+    Chip("m3-max", "Apple M3 Max", 12, 4, 40,
+         memory=derived(48 * GIB, f"the 48 GB configuration, the smallest with the 40-core GPU ({APPLE}); the benchmarks do not say"),
+         peak=derived(27e12 / 76 * 40, f"M2 Ultra peak per GPU core ({PROF}, Table 1: 27 TFLOPS / 76) x 40 cores; "
+                      "no published M3 Max peak"),
+         gemm=Fig(_M3MAX_GEMM, f"{DEVBENCH}: Apple M3 Max GPU (40 Core) 11.4 TFLOPs FP32"),
+         gpu_bw=Fig(318 * GB, f"{DEVBENCH}: Apple M3 Max GPU (40 Core) 318 GB/s (and {MLXBENCH}: M3 Max 3.12 ms, 328 GB/s)"),
+         launch_cold=_t6("M3 Max", 0.9080, 0.1273, "M2 Max")[0], launch_warm=_t6("M3 Max", 0.9080, 0.1273, "M2 Max")[1],
+         working_set=_share(48 * GIB, "48 GB")),
     Chip("m3-ultra", "Apple M3 Ultra", 24, 8, 80,
          memory=Fig(512 * GIB, f"{KPOP}, Table 3 (512 GB per Mac Studio)"),
          peak=derived(27e12 / 76 * 80, f"M2 Ultra peak per GPU core ({PROF}, Table 1: 27 TFLOPS / 76) x 80 cores "
@@ -142,6 +173,15 @@ CHIPS: dict[str, Chip] = {c.key: c for c in (
          launch_cold=_t6("M4", 0.5850, 0.2637, "M2 Pro")[0], launch_warm=_t6("M4", 0.5850, 0.2637, "M2 Pro")[1],
          working_set=Fig(10.67e9, "exo-explore/exo pull request #1672: max_recommended_working_set_size "
                          "'~10.67 GB on 16GB M4' (Mac mini M4, 16 GB)")),
+    Chip("m4-pro", "Apple M4 Pro", 10, 4, 20,
+         memory=Fig(24 * GIB, f"{MLXBENCH_HEAD}: M4 Pro (4E+10P+20GPU+24GB)"),
+         peak=derived(4.6e12 * 2, "2 x the M4's 4.6 TFLOPS (huggingface/huggingface.js pull request #1044 lists "
+                      "M4 Pro 9.2 TFLOPS FP32, 20 cores)"),
+         gemm=derived(_M4MAX_GEMM * 20 / 40, _per_core(40, 20, f"M4 Max measured 13.27 TFLOPs FP32 ({DEVBENCH})")),
+         gpu_bw=Fig(CONCAT_BYTES / (4.91 * MS), f"{MLXBENCH}: M4 Pro (4E+10P+20GPU+24GB) 4.91 ms"),
+         launch_cold=_t6("M4 Pro", 0.5850, 0.2637, "M2 Pro")[0], launch_warm=_t6("M4 Pro", 0.5850, 0.2637, "M2 Pro")[1],
+         working_set=Fig(17.76 * GIB, "sgl-project/sglang pull request #29949: recommendedMaxWorkingSetSize 17.76 GiB "
+                         "on a 24 GB Mac (the chip is not named there)")),
     Chip("m4-max", "Apple M4 Max", 12, 4, 40,
          memory=Fig(128 * GIB, f"{DEVBENCH}: Apple M4 Max (16C,40C,128G)"),
          peak=derived(4.6e12 * 4, "4 x the M4's 4.6 TFLOPS (huggingface/huggingface.js pull request #1044 lists "

@@ -70,9 +70,14 @@ CLUSTERS = (
     Cluster("m3-ultra-studio-x2-tb5", "m3-ultra", 2, "tb5",
             f"2 x Mac Studio (M3 Ultra, 512 GB) joined by Thunderbolt 5, the cluster of {KPOP}, Tables 2-3"),
     Cluster("m1-pro", "m1-pro", None, "tb4", "one M1 Pro (16-core GPU), Thunderbolt 4 for what-if clusters"),
+    Cluster("m1-max", "m1-max", None, "tb4", "one M1 Max (32-core GPU, 64 GB), Thunderbolt 4 for what-if clusters"),
+    Cluster("m1-ultra", "m1-ultra", None, "tb4", "one M1 Ultra (48-core GPU, 64 GB), Thunderbolt 4 for what-if clusters"),
     Cluster("m2-pro", "m2-pro", None, "tb4", f"one M2 Pro ({PROF}), Thunderbolt 4 for what-if clusters"),
     Cluster("m2-max", "m2-max", None, "tb4", f"one M2 Max ({PROF}), Thunderbolt 4 for what-if clusters"),
     Cluster("m2-ultra", "m2-ultra", None, "tb4", f"one M2 Ultra ({PROF}), Thunderbolt 4 for what-if clusters"),
+    Cluster("m3-pro", "m3-pro", None, "tb4", "one M3 Pro (14-core GPU), Thunderbolt 4 for what-if clusters"),
+    Cluster("m3-max", "m3-max", None, "tb4", "one M3 Max (40-core GPU), Thunderbolt 4 for what-if clusters"),
+    Cluster("m4-pro", "m4-pro", None, "tb5", "one M4 Pro (20-core GPU, 24 GB), Thunderbolt 5 for what-if clusters"),
     Cluster("m4-max", "m4-max", None, "tb5", "one M4 Max (40-core GPU, 128 GB), Thunderbolt 5 for what-if clusters"),
 )
 
