@@ -115,7 +115,8 @@ def test_show_and_plot_from_the_cli(capsys, tmp_path):
     assert main(["plot", str(path), "--out", str(tmp_path / "png")]) == 0
     assert len(list((tmp_path / "png").glob("t-*.png"))) == 6
     assert main(["show", "m4-mini-x16-tb4"]) == 0  # a bundled profile by name
-    assert "origin published" in capsys.readouterr().out
+    out = capsys.readouterr().out  # the truthful label and the count of published and derived records (issue 17)
+    assert "origin mixed" in out and "records: 2 published, 86 derived" in out
 
 
 def _write(tmp_path, name, text):
