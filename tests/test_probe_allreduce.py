@@ -5,7 +5,8 @@ import pytest
 
 from asprof.errors import DistributedError
 from asprof.probe import allreduce
-from asprof.probe.allreduce import MODEL, busbw_factor, fit_ring, records_from_ranks, ring_time
+from asprof.probe.allreduce import MODEL, fit_ring, records_from_ranks, ring_time
+from asprof.spec import ring_factor
 from asprof.probe.context import ProbeContext
 from asprof.probe.harness import LEVELS, Harness
 from asprof.traces.schema import Record, Skip
@@ -16,7 +17,7 @@ def test_ring_time_is_2k_minus_1_steps_of_alpha_plus_chunk_over_beta():
     for k in (2, 3, 4, 16):
         s, a, b = 3_000_000.0, 7e-5, 2e9
         assert ring_time(s, k, a, b) == pytest.approx(2 * (k - 1) * (a + (s / k) / b))
-    assert busbw_factor(2) == 1.0 and busbw_factor(4) == 1.5
+    assert ring_factor(2) == 1.0 and ring_factor(4) == 1.5
 
 
 @pytest.mark.parametrize("k", [2, 4, 8])

@@ -8,9 +8,9 @@ from asprof.cli import main
 from asprof.probe.allreduce import MODEL, ring_time
 from asprof.probe.harness import summarize
 from asprof.traces.io import save_trace
-from asprof.traces.plots import plot_trace
+from asprof.probe.plots import plot_trace
 from asprof.traces.schema import Host, Record, Skip, Trace
-from asprof.traces.summary import render_summary, si
+from asprof.probe.summary import render_summary, si
 
 
 def synthetic_trace() -> Trace:

@@ -18,7 +18,7 @@ TRACE is a trace file or a bundled profile's name. PNGs go to --out (default plo
 def command(trace, out_dir):
     from asprof.cli.show import _load
     from asprof.errors import AsprofError
-    from asprof.traces.plots import plot_trace
+    from asprof.probe.plots import plot_trace
 
     loaded = _load(trace)
     stem = Path(trace).stem

@@ -11,7 +11,7 @@ per probe, the all-reduce latency/bandwidth fit, timing warnings and what was sk
 TRACE is a trace file, or the name of a bundled reference profile (e.g. m4-mini-x16-tb4).""")
 @click.argument("trace", metavar="TRACE")
 def command(trace):
-    from asprof.traces.summary import render_summary
+    from asprof.probe.summary import render_summary
 
     loaded = _load(trace)
     click.echo(render_summary(loaded, source=trace), nl=False)

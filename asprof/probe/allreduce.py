@@ -34,6 +34,7 @@ from scipy.optimize import nnls
 from asprof.errors import DistributedError
 from asprof.probe.context import ProbeContext
 from asprof.probe.harness import summarize
+from asprof.spec import ring_factor
 from asprof.traces.schema import Record, Skip
 
 NAME = "allreduce"
@@ -58,13 +59,8 @@ class RingFit:
 
 
 def ring_time(nbytes: float, nodes: int, alpha_s: float, beta_Bps: float) -> float:
-    steps = 2 * (nodes - 1)
-    return steps * alpha_s + steps / nodes * nbytes / beta_Bps
-
-
-def busbw_factor(nodes: int) -> float:
-    """busbw / algbw for a ring all-reduce (nccl-tests): 2(K−1)/K."""
-    return 2.0 * (nodes - 1) / nodes
+    """:data:`MODEL`: 2(K−1) steps of α each, and 2(K−1)/K of the payload over each link."""
+    return 2 * (nodes - 1) * alpha_s + ring_factor(nodes) * nbytes / beta_Bps
 
 
 def fit_ring(nbytes, times_s, nodes: int) -> RingFit:
@@ -73,8 +69,7 @@ def fit_ring(nbytes, times_s, nodes: int) -> RingFit:
     t = np.asarray(times_s, dtype=float)
     if nodes < 2 or s.size < 2 or np.any(t <= 0):
         raise ValueError("a ring fit needs >= 2 nodes and >= 2 sizes with positive times")
-    steps = 2.0 * (nodes - 1)
-    design = np.column_stack([np.full_like(s, steps), steps / nodes * s])  # unknowns: α, 1/β
+    design = np.column_stack([np.full_like(s, 2.0 * (nodes - 1)), ring_factor(nodes) * s])  # unknowns: α, 1/β
     w = 1.0 / t
     (alpha, inv_beta), _ = nnls(design * w[:, None], t * w)
     if inv_beta * design[:, 1].max() <= 1e-6 * t.max():
@@ -135,7 +130,7 @@ def records_from_ranks(results: list[dict], backend: str, ctx: ProbeContext | No
         out.append(Record(
             NAME, "all_sum", "mlx", "link", "float32",
             params={"bytes": nbytes, "nodes": k, "backend": backend, "hosts": hosts},
-            metrics={"time_s": t, "algbw_Bps": algbw, "busbw_Bps": algbw * busbw_factor(k)},
+            metrics={"time_s": t, "algbw_Bps": algbw, "busbw_Bps": algbw * ring_factor(k)},
             timing=timing,
         ))
         sizes.append(nbytes)

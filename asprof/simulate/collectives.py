@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from asprof.simulate.engine import Engine
+from asprof.spec import ring_factor
 
 
 @dataclass(frozen=True)
@@ -98,4 +99,4 @@ def ring_time(ring_size: int, nbytes: float, alpha_s: float, beta_Bps: float, re
     K = ring_size
     if K < 2:
         return 0.0
-    return 2 * (K - 1) * alpha_s + 2 * (K - 1) / K * nbytes / beta_Bps + (K - 1) * reduce_s
+    return 2 * (K - 1) * alpha_s + ring_factor(K) * nbytes / beta_Bps + (K - 1) * reduce_s

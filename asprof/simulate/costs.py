@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from asprof.simulate.workload import Op, Workload
-from asprof.spec import OptimizerSpec, reduced_dim
+from asprof.spec import OptimizerSpec, reduced_dim, ring_factor
 
 # The optimizers, their knobs and their schedule are the run spec's (asprof/spec.py); the
 # structured-Fisher optimizers' plans are in costs_structured.py.
@@ -234,4 +234,4 @@ def _plan_structured(workload: Workload, spec: OptimizerSpec, nodes: int, arrays
 
 def ring_bytes_sent(payload: float, nodes: int) -> float:
     """Bytes one rank sends in a ring all-reduce: 2(K−1)/K of the payload (nccl-tests busbw)."""
-    return 0.0 if nodes <= 1 else 2.0 * (nodes - 1) / nodes * payload
+    return 0.0 if nodes <= 1 else ring_factor(nodes) * payload

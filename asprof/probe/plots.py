@@ -219,6 +219,7 @@ def _allreduce(plt, recs: list[Record]):
     import numpy as np
 
     from asprof.probe.allreduce import ring_time
+    from asprof.spec import ring_factor
 
     fig, (bw, tm) = plt.subplots(1, 2, figsize=(11, 5.6))
     sums = defaultdict(list)
@@ -243,7 +244,7 @@ def _allreduce(plt, recs: list[Record]):
                 label=f"{k} ranks fit: alpha {seconds(m['alpha_s'])}, beta {si(m['beta_Bps'], 'B/s')}, "
                       f"R^2 {m['r2']:.3f}")
         if k in sums:  # the model's busbw, for comparison with the measured points
-            busbw = [x / t * 2 * (k - 1) / k / 1e9 for x, t in zip(grid, model_t)]
+            busbw = [x / t * ring_factor(k) / 1e9 for x, t in zip(grid, model_t)]
             bw.plot(grid, busbw, "-", lw=0.8, alpha=0.5, color=colors[k])
     for ax in (bw, tm):
         ax.set_xscale("log", base=2)
