@@ -22,7 +22,8 @@ TINY = ["--model", "tiny", "--batch", "2", "--seq", "16", "--steps", "6", "--war
 
 def _workers():
     return [p for p in psutil.process_iter(["cmdline"])
-            if any("asprof.train.worker" in c or "asprof.probe.cluster_worker" in c for c in (p.info["cmdline"] or []))]
+            if any(w in c for w in ("asprof.train.worker", "asprof.validate.probing_worker", "asprof.probe.cluster_worker")
+                   for c in (p.info["cmdline"] or []))]
 
 
 def _run(capsys, tmp_path, *extra):

@@ -39,8 +39,8 @@ class TrainResult:
     phases_s_by_rank: list[list[dict]] | None = None  # every rank's (distributed runs)
     instrumented_step_time_s: list[float] | None = None
     instrumented_loss_max_abs_diff: float | None = None  # instrumented vs timed pass (determinism)
-    # probe records measured between the steps (asprof.probe.during): records of every rank,
-    # skips, rank 0's host, seconds of training and of probing
+    # probe records measured between the steps (validate --probe-during, asprof.validate.probing_worker):
+    # records of every rank, skips, rank 0's host, seconds of training and of probing
     probed: dict | None = None
     schema: str = field(default=SCHEMA)
     version: int = field(default=VERSION)

@@ -17,19 +17,23 @@ Progress = Callable[[str, int, int, float, float], None]
 
 def run_training(config: TrainConfig, on_progress: Progress | None = None,
                  save_params: str | None = None, hosts: tuple | None = None,
-                 probe_level: str | None = None) -> TrainResult:
+                 worker: str = WORKER, worker_args: tuple = (), rank_results: list | None = None) -> TrainResult:
     """Train as ``config`` says and return the combined result (raises AsprofError /
     DistributedError with one line on anything a user can cause). ``hosts`` (one
     :class:`asprof.cluster.launch.RankHost` per rank, e.g. namespace hosts; ``config.nodes`` must
     equal their number) launches the ranks there instead of on local loopback — even a single
-    rank, which then runs as its own process. ``probe_level``: every rank also measures the
-    compute probes between its steps (asprof.probe.during; the result's ``probed``)."""
+    rank, which then runs as its own process. ``worker``: another worker module for the ranks
+    (built on asprof.train.worker; it always runs as processes), with ``worker_args`` added to its
+    command line; ``rank_results``, a list, receives every rank's whole result, with what such a
+    worker added (e.g. asprof.validate.probing_worker's ``probed``)."""
     if hosts is not None:
         if len(hosts) != config.nodes:
             raise AsprofError(f"{len(hosts)} hosts given for a {config.nodes}-rank configuration")
-        return _run_distributed(config, on_progress, save_params, hosts=tuple(hosts), probe_level=probe_level)
-    if config.distributed or probe_level:
-        return _run_distributed(config, on_progress, save_params, probe_level=probe_level)
+        return _run_distributed(config, on_progress, save_params, hosts=tuple(hosts), worker=worker,
+                                worker_args=worker_args, rank_results=rank_results)
+    if config.distributed or worker != WORKER:
+        return _run_distributed(config, on_progress, save_params, worker=worker, worker_args=worker_args,
+                                rank_results=rank_results)
     from asprof.train.data import load_corpus
     from asprof.train.loop import train_process
     from asprof.train.model import n_params
@@ -57,17 +61,17 @@ def _save_params(model, directory: str) -> None:
 
 
 def _run_distributed(config: TrainConfig, on_progress: Progress | None, save_params: str | None,
-                     hosts: tuple | None = None, probe_level: str | None = None) -> TrainResult:
+                     hosts: tuple | None = None, worker: str = WORKER, worker_args: tuple = (),
+                     rank_results: list | None = None) -> TrainResult:
     from asprof.cluster.launch import LaunchSpec, launch
 
     args = ["--config", json.dumps(config.to_dict())]
     if save_params:
         args += ["--save-params", save_params]
-    if probe_level:
-        args += ["--probe-level", probe_level]
+    args += list(worker_args)
     # A refresh of a large model (eigh of every factor on the CPU) can take a while: allow a
     # long silence between heartbeats, bounded by the run's own limit.
-    spec = LaunchSpec(module=WORKER, args=tuple(args), nodes=None if config.hostfile or hosts else config.nodes,
+    spec = LaunchSpec(module=worker, args=tuple(args), nodes=None if config.hostfile or hosts else config.nodes,
                       hostfile=config.hostfile, hosts=hosts, timeout_s=config.timeout_s,
                       stall_s=max(60.0, config.timeout_s / 10))
     if config.batch % spec.world_size:
@@ -84,9 +88,6 @@ def _run_distributed(config: TrainConfig, on_progress: Progress | None, save_par
 
     results = launch(spec, on_event=on_event)
     records = [r["record"] for r in results]
-    result = combine(config, records, results[0]["corpus"], results[0]["n_params"])
-    if probe_level:
-        got = [r["probed"] for r in results]
-        result.probed = {"records": [x for g in got for x in g["records"]], "skipped": got[0]["skipped"],
-                         "host": got[0]["host"], "train_s": got[0]["train_s"], "probe_s": got[0]["probe_s"]}
-    return result
+    if rank_results is not None:
+        rank_results.extend(results)
+    return combine(config, records, results[0]["corpus"], results[0]["n_params"])

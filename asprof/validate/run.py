@@ -168,6 +168,7 @@ def train_config(cfg: ValidateConfig, spec: RunSpec):
 def measure(cfg: ValidateConfig, place: Placement, spec: RunSpec, progress: Progress, probe_level: str | None = None):
     from asprof.cluster.launch import RankHost
     from asprof.train.runner import run_training
+    from asprof.validate.probing_worker import MODULE, combine_probed
 
     tc = train_config(cfg, spec)
     optimizer = spec.optimizer.label
@@ -182,7 +183,13 @@ def measure(cfg: ValidateConfig, place: Placement, spec: RunSpec, progress: Prog
             last[0] = now
             progress(f"{optimizer}: {phase} step {step + 1}/{steps} ({dt * 1e3:.0f} ms, loss {loss:.3f})")
 
-    return run_training(tc, on_progress=on_progress, hosts=hosts, probe_level=probe_level)
+    if probe_level is None:
+        return run_training(tc, on_progress=on_progress, hosts=hosts)
+    ranks: list[dict] = []
+    result = run_training(tc, on_progress=on_progress, hosts=hosts, worker=MODULE,
+                          worker_args=("--probe-level", probe_level), rank_results=ranks)
+    result.probed = combine_probed(ranks)
+    return result
 
 
 def measure_probing(cfg: ValidateConfig, place: Placement, progress: Progress):
