@@ -168,12 +168,12 @@ def probe_cluster(cfg: ValidateConfig, max_busy: float) -> None:
     20 % and more within hours (a probe taken at 08:08 predicted the tiny model's Adam step at
     106 ms: 101 ms measured at 08:40, 133 ms at 10:05), so a probe taken long before the cells it
     calibrates mixes that drift into the error."""
-    from asprof.validate.run import choose_trace, placement
+    from asprof.validate.run import calibration_trace, placement
 
     wait_quiet(max_busy, 900)
     start = time.monotonic()
     with placement(cfg) as place:
-        _, choice = choose_trace(cfg, place, lambda m: None)
+        _, choice = calibration_trace(cfg, place, lambda m: None)
     print(f"  probed {cfg.world_size} rank(s), {place.link}: {choice.path} ({time.monotonic() - start:.0f} s)", flush=True)
 
 

@@ -5,7 +5,7 @@ The pipeline (DESIGN §6), for a :class:`ValidateConfig`:
 1. **Place the ranks** (:func:`placement`): local processes on a loopback ring (``--nodes``),
    namespace hosts with tbf-shaped links (``--nodes`` + ``--netns-rate``; built here, torn down
    on exit, error or Ctrl-C), or an ``mlx.launch`` hostfile.
-2. **Calibrate** (:func:`choose_trace`): ``--trace``, else the newest trace in ``traces/`` that
+2. **Calibrate** (:func:`calibration_trace`): ``--trace``, else the newest trace in ``traces/`` that
    matches this cluster (asprof.validate.match), else probe the cluster now — compute probes on
    every rank at once, then the ring (asprof.probe.cluster) — and save the trace. Nothing is ever
    fitted to the training runs: they are the held-out test.
@@ -105,7 +105,7 @@ def identity(cfg: ValidateConfig):
     return ClusterIdentity(nodes=cfg.world_size, link=link_label(cfg), host=host)
 
 
-def choose_trace(cfg: ValidateConfig, place: Placement, progress: Progress):
+def calibration_trace(cfg: ValidateConfig, place: Placement, progress: Progress):
     """(trace, TraceChoice): --trace, the newest matching trace, or a new probe of the cluster."""
     from asprof.simulate.session import load_trace_spec
     from asprof.validate.match import find_matching, mismatches
@@ -284,7 +284,7 @@ def run_validation(cfg: ValidateConfig, progress: Progress = lambda msg: None) -
         if cfg.probe_during:
             runs, traces, choice, whole = measure_probing(cfg, place, progress)
         else:
-            trace, choice = choose_trace(cfg, place, progress)
+            trace, choice = calibration_trace(cfg, place, progress)
             traces, runs = {o: trace for o in specs}, {}
             for o, spec in specs.items():
                 progress(f"{o}: training {cfg.steps} steps on {place.size} rank(s), interleaved with an instrumented pass")
