@@ -71,7 +71,7 @@ def main() -> None:
         print(json.dumps({"median_s": probe_timing(args.child, args.dtype).median_s}))
         return
 
-    from asprof.traces.host import mlx_blas
+    from asprof.probe.host import mlx_blas
 
     print(f"MLX on {_backend().name}, BLAS {mlx_blas()[0]}, dtype {args.dtype}")
     print(f"{args.rounds} alternating rounds per size; median over rounds of each. The plain loop yields a mean,")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from asprof.traces.host import _classify, capture_host, mlx_blas, timing_env
+from asprof.probe.host import _classify, capture_host, mlx_blas, timing_env
 from asprof.traces.schema import Host
 
 OPENBLAS = Path("/usr/lib/x86_64-linux-gnu/openblas-pthread")
@@ -31,7 +31,7 @@ def test_capture_host_round_trips_and_describes_this_machine():
 @pytest.mark.skipif(sys.platform != "linux", reason="the Linux MLX wheel bundles the reference BLAS")
 def test_mlx_uses_the_bundled_reference_blas_without_a_preload():
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    code = "from asprof.traces.host import mlx_blas; import mlx.core; print(*mlx_blas())"
+    code = "from asprof.probe.host import mlx_blas; import mlx.core; print(*mlx_blas())"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     name, lib = out.split()
     assert name == "reference" and "libblas" in lib
@@ -40,7 +40,7 @@ def test_mlx_uses_the_bundled_reference_blas_without_a_preload():
 @pytest.mark.skipif(not (OPENBLAS / "libblas.so.3").exists(), reason="Debian OpenBLAS not installed")
 def test_a_preloaded_openblas_is_detected():
     env = dict(os.environ, LD_PRELOAD=f"{OPENBLAS}/libblas.so.3:{OPENBLAS}/liblapack.so.3")
-    code = ("from asprof.traces.host import capture_host; h = capture_host(with_torch=False); "
+    code = ("from asprof.probe.host import capture_host; h = capture_host(with_torch=False); "
             "print(h.blas['mlx'], h.env.get('LD_PRELOAD', ''))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     name, preload = out.split()

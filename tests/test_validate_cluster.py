@@ -52,7 +52,7 @@ def test_two_local_ranks_end_to_end(capsys, tmp_path):
     (saved,) = (tmp_path / "traces").glob("*.json")
     trace = load_trace(saved)
     assert trace.nodes == 2 and {r.params.get("rank") for r in trace.probe("blas")} == {0, 1}
-    from asprof.traces.host import capture_host
+    from asprof.probe.host import capture_host
 
     found, _ = find_matching(tmp_path / "traces", ClusterIdentity(2, "loopback", capture_host(with_torch=False)))
     assert found == saved

@@ -111,7 +111,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     group = init_group()
-    from asprof.traces.host import capture_host
+    from asprof.probe.host import capture_host
 
     skipped: list = []
     records = [rec for _, rec in lockstep_records(group, args.level, [n for n in args.probes.split(",") if n],

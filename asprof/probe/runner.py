@@ -90,7 +90,7 @@ class Step:
 def run_probes(config: ProbeConfig, progress: Callable[[Step], None] = lambda step: None,
                host=None) -> ProbeRun:
     """Measure ``config.probes`` and write the trace; returns where and what."""
-    from asprof.traces.host import capture_host
+    from asprof.probe.host import capture_host
 
     if config.out is not None:
         check_writable(config.out)  # before minutes of measuring

@@ -25,7 +25,7 @@ from asprof.errors import TraceError
 from asprof.traces.io import load_trace
 from asprof.traces.schema import Host, Trace
 
-# Environment variables that set thread counts or swap the BLAS (asprof.traces.host.timing_env
+# Environment variables that set thread counts or swap the BLAS (asprof.probe.host.timing_env
 # records them); the launcher's own per-rank variables are not settings.
 _THREAD_ENV_PREFIXES = ("OMP_", "OPENBLAS_", "GOTO", "MKL_", "KMP_", "VECLIB_", "BLIS_", "MLX_", "LD_PRELOAD")
 _LAUNCH_ENV = ("MLX_RANK", "MLX_HOSTFILE", "MLX_WORLD_SIZE")

@@ -22,7 +22,7 @@ def main(argv=None) -> None:
 
     group = init_group()
     from asprof.probe.during import ProbeDuringTraining
-    from asprof.traces.host import capture_host
+    from asprof.probe.host import capture_host
 
     config, corpus = load(args)
     probe = ProbeDuringTraining(group, args.probe_level)

@@ -98,7 +98,7 @@ def placement(cfg: ValidateConfig) -> Iterator[Placement]:
 
 # -- 2. calibration ---------------------------------------------------------------------------------
 def identity(cfg: ValidateConfig):
-    from asprof.traces.host import capture_host
+    from asprof.probe.host import capture_host
     from asprof.validate.match import ClusterIdentity
 
     host = None if cfg.hostfile is not None else capture_host(with_torch=False)
