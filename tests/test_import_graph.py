@@ -170,14 +170,7 @@ def test_no_circles_between_packages():
     assert not found, "circles between packages:\n" + "\n".join(found)
 
 
-# A circle the optimizers' restructuring (issue 18: the factory and the shared eigenbasis helpers
-# in modules of their own) removes; strict, so this marker must go when it does.
-_PENDING = {"optimizers": "issue 18: optimizers/kpop.py holds the factory and the shared helpers"}
-
-
-@pytest.mark.parametrize("package", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=_PENDING[p])) if p in _PENDING else p
-    for p in sorted(LAYERS)])
+@pytest.mark.parametrize("package", sorted(LAYERS))
 def test_no_circles_among_a_packages_modules(package):
     mine = {m for m in MODULES if _package(m) == package}
     cycles = _cycles({m: {t for t, _ in GRAPH[m] if t in mine} for m in mine})
