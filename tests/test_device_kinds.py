@@ -11,7 +11,7 @@ from asprof.presets import PRESETS
 from asprof.probe import backends
 from asprof.simulate import Cluster, HardwareModel, OptimizerSpec, SimConfig, Workload, predict
 from asprof.simulate.memory_pressure import paging_s
-from asprof.traces.host import _accelerator
+from asprof.probe.host import _accelerator
 from test_sim_hardware import make_trace
 
 KINDS = ("metal", "cuda", "none")

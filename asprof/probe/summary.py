@@ -241,6 +241,8 @@ def _memory(recs: list[Record]) -> str:
 
 
 def _allreduce(recs: list[Record]) -> str:
+    from asprof.probe.allreduce import MODEL  # scipy: imported only for a trace with all-reduce records
+
     out = ["allreduce: mx.distributed.all_sum (busbw = algbw * 2(K-1)/K, nccl-tests convention)"
            + _origin_note(recs)]
     by_nodes: dict = defaultdict(list)
@@ -257,7 +259,7 @@ def _allreduce(recs: list[Record]) -> str:
     for r in recs:
         if r.op == "fit":
             m = r.metrics
-            model = r.params.get("model", "t = 2(K-1)*alpha + 2(K-1)/K * S / beta")
+            model = r.params.get("model", MODEL)
             extra = f", max rel. error {m['max_rel_err']:.0%}" if "max_rel_err" in m else ""
             stats = f", R^2 {m['r2']:.3f}{extra}" if "r2" in m else f" ({r.origin}, not fitted: see its source)"
             out.append(f"  fit ({r.params.get('nodes')} ranks, {model}): alpha {seconds(m['alpha_s'])} per step, "
