@@ -227,7 +227,7 @@ def test_cluster_probe_records_pool_over_ranks_or_pick_one():
 
 
 def test_the_speed_spread_pools_every_sample_of_millisecond_measurements():
-    from asprof.simulate.hardware import _state_spread
+    from asprof.simulate.curves import state_spread
 
     def rec(rnd, samples, n=256):
         t = sorted(samples)[len(samples) // 2]
@@ -238,12 +238,12 @@ def test_the_speed_spread_pools_every_sample_of_millisecond_measurements():
     records = [rec(0, (1e-3, 3e-3, 2e-3)), rec(1, (4e-3, 8e-3, 6e-3)),  # one measurement, two rounds: mean 4 ms
                rec(0, (1e-4, 3e-4), n=16), rec(1, (2e-4, 2e-4), n=16),  # shorter than a millisecond: left out
                rec(0, (5e-3, 7e-3), n=64)]  # one round: its own two samples
-    spread = _state_spread(records)
+    spread = state_spread(records)
     # within a round and between rounds, each over the mean of all of the measurement's samples
     assert sorted(spread) == pytest.approx(sorted([0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 5 / 6, 7 / 6]))
     assert sum(spread) / len(spread) == pytest.approx(1.0)
-    assert _state_spread(records[2:4]) == ()
-    assert _state_spread([rec(0, (5e-3,), n=64), rec(0, (2e-3,), n=128)]) == ()  # single samples: no spread
+    assert state_spread(records[2:4]) == ()
+    assert state_spread([rec(0, (5e-3,), n=64), rec(0, (2e-3,), n=128)]) == ()  # single samples: no spread
 
 
 def test_the_step_speed_factor_is_shared_by_ranks_on_one_host_and_keeps_the_mean():

@@ -8,7 +8,7 @@ the largest measured shape holds, as it does once a BLAS is saturated); below th
 stays at the smallest's time (a tiny GEMM costs its overhead, not its flop).
 
 Measurements of the same point (a cluster probe's ranks and rounds) are averaged, as in
-:class:`asprof.simulate.hardware.Curve`.
+:class:`asprof.simulate.curves.Curve`.
 """
 
 from __future__ import annotations

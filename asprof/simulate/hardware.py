@@ -42,132 +42,17 @@ hardware comes from ``host.accelerator`` ("none" = MLX runs on the CPU: one shar
 
 from __future__ import annotations
 
-import bisect
-import math
 from dataclasses import dataclass, field
-from statistics import fmean, median
 
 from asprof.errors import MissingProbeError
+from asprof.simulate.curves import Curve, origin_note, rel_samples, state_spread, time_of, typical
 from asprof.simulate.gemm_grid import ShapeGrid
 from asprof.simulate.memory_pressure import memory_figures
-from asprof.traces.schema import Record, Trace
+from asprof.traces.schema import Trace
 
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 LAYOUTS = ("nn", "nt", "tn")
 LINALG_OPS = ("eigh", "qr", "power_step")
-
-
-@dataclass(frozen=True)
-class Curve:
-    """Time as a function of size, interpolated log-log between measured points.
-
-    Below the smallest measured size the time stays at the smallest measured time (a small op
-    is overhead-bound, it does not get cheaper); above the largest it grows as size**power
-    (1: constant throughput; 3: the n³ of a dense factorisation). The measured times are made
-    non-decreasing first (a running max), so every cost is monotone in size.
-
-    Several measurements of one size (a cluster probe's ranks and rounds) are averaged: each is
-    already a median of back-to-back samples (hiccups removed), and repeats spread over minutes
-    sample the machine's slow and fast spells, whose *mean* is what a long training run
-    experiences (a shared VM here alternated between two speeds 1.6x apart, second by second).
-    """
-
-    xs: tuple[float, ...]
-    ts: tuple[float, ...]
-    power: float = 1.0
-
-    @classmethod
-    def fit(cls, points: list[tuple[float, float]], power: float = 1.0) -> "Curve":
-        by_x: dict[float, list[float]] = {}
-        for x, t in points:
-            if x > 0 and t > 0 and math.isfinite(x) and math.isfinite(t):
-                by_x.setdefault(float(x), []).append(float(t))
-        if not by_x:
-            raise ValueError("no positive points")
-        xs = sorted(by_x)
-        ts, run = [], 0.0
-        for x in xs:
-            run = max(run, fmean(by_x[x]))
-            ts.append(run)
-        return cls(tuple(xs), tuple(ts), power)
-
-    def __call__(self, x: float) -> float:
-        xs, ts = self.xs, self.ts
-        if x <= xs[0]:
-            return ts[0]
-        if x >= xs[-1]:
-            return ts[-1] * (x / xs[-1]) ** self.power
-        i = bisect.bisect_right(xs, x)
-        x0, x1, t0, t1 = xs[i - 1], xs[i], ts[i - 1], ts[i]
-        w = math.log(x / x0) / math.log(x1 / x0)
-        return math.exp(math.log(t0) + w * math.log(t1 / t0))
-
-
-def _time_of(r: Record) -> float | None:
-    """A record's time: the timing median, else ``time_s``, else work / rate."""
-    if r.timing is not None:
-        return r.timing.median_s
-    if "time_s" in r.metrics:
-        return r.metrics["time_s"]
-    if "flop" in r.metrics and r.metrics.get("flops_per_s"):
-        return r.metrics["flop"] / r.metrics["flops_per_s"]
-    if "bytes_moved" in r.metrics and r.metrics.get("bytes_per_s"):
-        return r.metrics["bytes_moved"] / r.metrics["bytes_per_s"]
-    return None
-
-
-def _rel_samples(records) -> tuple[tuple[float, tuple[float, ...]], ...]:
-    """(median, samples / mean of samples) of each timed record, by increasing median: the
-    measured spread of each measurement, kept apart so a task can take the spread of the
-    measurement closest to it in duration (a 20 ms phase fluctuates like a 20 ms op, not like a
-    20 us one). The factors have mean 1: they spread a task around the model's figure without
-    moving its mean (a synced micro-benchmark's skew is mostly sync jitter that an op inside a
-    training step's graph does not pay; the machine's slow spells enter as the "state" factor)."""
-    out = []
-    for r in records:
-        if r.timing is not None and r.timing.median_s > 0 and len(r.timing.samples_s) > 1:
-            mean = fmean(r.timing.samples_s)
-            out.append((r.timing.median_s, tuple(s / mean for s in r.timing.samples_s)))
-    return tuple(sorted(out))
-
-
-def _state_spread(records) -> tuple[float, ...]:
-    """How fast the machine is at a random moment, relative to its average: every sample of
-    every measurement of at least a millisecond, over the mean of all that measurement's samples
-    (in all its repeats: a cluster probe's ranks and rounds, or the rounds measured between a
-    run's training steps), pooled. The spread within repeats (back to back) and between them
-    (minutes apart) together, at the millisecond scale of a step's kernels and hand-offs: on a
-    shared VM a training step of 0.1-1.7 s varied from step to step (cv 0.07-0.26) like such a
-    kernel does and far more than an equally long GEMM (cv 0.03-0.1), in spells longer than a
-    step (docs/validate.md §6.2). A measurement measured once still counts with its samples (a
-    probe between short runs may complete one round only). Mean 1 by construction; empty when
-    no such measurement has two samples."""
-    groups: dict = {}
-    for r in records:
-        if r.timing is not None and r.timing.median_s >= 1e-3 and r.timing.samples_s:
-            key = (r.probe, r.op, r.dtype, r.framework, r.device,
-                   tuple(sorted((k, str(v)) for k, v in r.params.items() if k not in ("rank", "ranks", "round"))))
-            groups.setdefault(key, []).append(r.timing.samples_s)
-    out = []
-    for repeats in groups.values():
-        samples = [s for rep in repeats for s in rep]
-        if len(samples) >= 2:
-            m = fmean(samples)
-            out += [s / m for s in samples]
-    return tuple(out)
-
-
-def _typical(records, metric: str) -> float:
-    """The median over ops (add, mul, exp ...) of each op's mean over its repeats (ranks, rounds)."""
-    by_op: dict = {}
-    for r in records:
-        by_op.setdefault(str(r.params.get("op")), []).append(r.metrics[metric])
-    return median(fmean(v) for v in by_op.values())
-
-
-def _origin_note(records) -> str:
-    origins = sorted({r.origin for r in records})
-    return "/".join(origins) if origins else "measured"
 
 
 @dataclass(frozen=True)
@@ -252,7 +137,7 @@ class HardwareModel:
             for r in recs:
                 p = r.params
                 flop = r.metrics.get("flop") or 2.0 * p.get("m", 0) * p.get("n", 0) * p.get("k", 0) * p.get("batch", 1)
-                t = _time_of(r)
+                t = time_of(r)
                 if t:
                     pts.append((flop, t))
             if pts:
@@ -262,7 +147,7 @@ class HardwareModel:
                 peaks[dtype] = (best.metrics.get("flops_per_s", 0.0),
                                 f"best measured matmul rate ({p.get('batch', 1)}×{p.get('m')}×{p.get('k')}·"
                                 f"{p.get('k')}×{p.get('n')}, {best.origin})")
-                sources[f"gemm {dtype}"] = _origin_note(recs)
+                sources[f"gemm {dtype}"] = origin_note(recs)
         gemm_graph = {}
         for layout in LAYOUTS:
             op = "matmul" if layout == "nn" else f"matmul_{layout}"
@@ -276,7 +161,7 @@ class HardwareModel:
         for layout in LAYOUTS[1:]:
             recs = trace.probe("blas", op=f"matmul_{layout}", framework="mlx", device=accel_device)
             for dtype in sorted({r.dtype for r in recs if r.dtype}):
-                pts = [(r.metrics.get("flop") or 0.0, _time_of(r)) for r in recs if r.dtype == dtype]
+                pts = [(r.metrics.get("flop") or 0.0, time_of(r)) for r in recs if r.dtype == dtype]
                 pts = [(f, t) for f, t in pts if f and t]
                 if pts:
                     gemm_layouts[(dtype, layout)] = Curve.fit(pts, power=1.0)
@@ -290,7 +175,7 @@ class HardwareModel:
                 if grid is not None:
                     grids[layout] = grid
             if grids:
-                sources["gemm shapes"] = _origin_note(shape_recs)
+                sources["gemm shapes"] = origin_note(shape_recs)
             elif gemm_shapes:
                 notes.append("GEMM shapes asked for, but the trace has no shape grid (blas op matmul_shape): a GEMM "
                              "costs what a square one of the same flop costs (`asprof probe` measures it at its quick and full levels)")
@@ -308,7 +193,7 @@ class HardwareModel:
             pts = []
             for r in recs:
                 moved = r.metrics.get("bytes_moved") or r.params.get("bytes", 0) * (2 if r.op == "copy" else 3)
-                t = _time_of(r)
+                t = time_of(r)
                 if t:
                     pts.append((moved, t))
             return (Curve.fit(pts), recs) if pts else (None, recs)
@@ -330,27 +215,27 @@ class HardwareModel:
             notes.append("CPU-side reductions use the accelerator's memory bandwidth (unified memory; "
                          "the trace has no membw records for the CPU)")
         if membw_accel is not None:
-            sources["membw"] = _origin_note(bw_recs)
+            sources["membw"] = origin_note(bw_recs)
 
         exp_recs = trace.probe("membw", op="exp", framework="mlx", device=accel_device)
-        exp_pts = [(r.params.get("bytes", 0) / ITEMSIZE.get(r.dtype or "float32", 4), _time_of(r)) for r in exp_recs]
+        exp_pts = [(r.params.get("bytes", 0) / ITEMSIZE.get(r.dtype or "float32", 4), time_of(r)) for r in exp_recs]
         exp_curve = Curve.fit(exp_pts) if any(x > 0 and t for x, t in exp_pts) else None
         if exp_curve is None and trace.origin == "measured":
             notes.append("no exp throughput measurement (membw op exp): softmax, cross-entropy and SiLU cost only "
                          "their bytes, which under-predicts them where transcendentals are slow (re-run `asprof probe`)")
         warm = trace.probe("launch", op="warm", framework="mlx", device=accel_device)
-        launch = _typical([r for r in warm if "latency_s" in r.metrics], "latency_s") if warm else None
+        launch = typical([r for r in warm if "latency_s" in r.metrics], "latency_s") if warm else None
         if warm:
-            sources["launch"] = _origin_note(warm)
+            sources["launch"] = origin_note(warm)
         # the best bandwidth of the work itself (time less one launch): the GEMM memory floor
         best_bw = None
         if membw_accel is not None:
             rates = [x / (t - (launch or 0.0)) for x, t in zip(membw_accel.xs, membw_accel.ts) if t > (launch or 0.0)]
             best_bw = max(rates) if rates else None
         graph = trace.probe("launch", op="graph", framework="mlx", device=accel_device)
-        dispatch = _typical([r for r in graph if "latency_s" in r.metrics], "latency_s") if graph else None
+        dispatch = typical([r for r in graph if "latency_s" in r.metrics], "latency_s") if graph else None
         if graph:
-            sources["dispatch"] = _origin_note(graph)
+            sources["dispatch"] = origin_note(graph)
         else:
             notes.append("no in-graph dispatch measurement (launch probe, op 'graph'): kernels cost only their "
                          "work, so many-kernel steps of small models may be under-predicted")
@@ -360,12 +245,12 @@ class HardwareModel:
         for op in LINALG_OPS:
             recs = [r for r in trace.probe("linalg", op=op, framework="mlx", device="cpu")
                     if (r.dtype or "float32") == linalg_dtype]
-            pts = [(r.params.get("n", 0), _time_of(r)) for r in recs if _time_of(r)]
+            pts = [(r.params.get("n", 0), time_of(r)) for r in recs if time_of(r)]
             if pts:
                 linalg[op] = Curve.fit(pts, power=3.0)
                 lin_recs += recs
         if lin_recs:
-            sources["linalg"] = _origin_note(lin_recs)
+            sources["linalg"] = origin_note(lin_recs)
 
         alpha = beta = None
         link_includes_reduction = False
@@ -390,7 +275,7 @@ class HardwareModel:
         allreduce_curves = {}
         measured_ring = link_includes_reduction and link_trace is trace
         for k in sorted({r.params.get("nodes") for r in trace.probe("allreduce", op="all_sum")} - {None} if measured_ring else ()):
-            pts = [(r.params.get("bytes", 0), _time_of(r)) for r in trace.probe("allreduce", op="all_sum")
+            pts = [(r.params.get("bytes", 0), time_of(r)) for r in trace.probe("allreduce", op="all_sum")
                    if r.params.get("nodes") == k and r.origin == "measured"]
             if len([1 for x, t in pts if x > 0 and t]) >= 2:
                 allreduce_curves[int(k)] = Curve.fit(pts, power=1.0)
@@ -398,15 +283,15 @@ class HardwareModel:
         labels = {str(r.params.get("link", "")) for r in trace.probe("allreduce", op="all_sum")}
         link_on_host = bool(labels) and all(lab.startswith(("loopback", "netns")) for lab in labels)
         noise = {
-            "gemm": _rel_samples(mm),
-            "elementwise": _rel_samples(bw_recs),
-            "cpu": _rel_samples(lin_recs),
-            "link": _rel_samples(trace.probe("allreduce", op="all_sum")),
+            "gemm": rel_samples(mm),
+            "elementwise": rel_samples(bw_recs),
+            "cpu": rel_samples(lin_recs),
+            "link": rel_samples(trace.probe("allreduce", op="all_sum")),
         }
         if spread_from is not None:
             state = cls.from_trace(spread_from, rank=rank).noise.get("state", ())
         else:
-            state = _state_spread(list(mm) + list(bw_recs) + list(lin_recs))
+            state = state_spread(list(mm) + list(bw_recs) + list(lin_recs))
         if state:
             noise["state"] = state
         memory = memory_figures(trace)

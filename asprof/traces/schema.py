@@ -20,9 +20,10 @@ malformed document fails with the path, the field and what was expected.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
+
+from asprof.traces.reader import At, SchemaError  # noqa: F401  (SchemaError: part of this module's API)
 
 SCHEMA = "asprof.trace"
 VERSION = 1
@@ -30,108 +31,6 @@ ORIGINS = ("measured", "published", "derived")
 # a whole trace: a bundled profile whose records are partly published and partly derived is "mixed"
 TRACE_ORIGINS = ORIGINS + ("mixed",)
 PROBES = ("blas", "launch", "membw", "linalg", "memory", "allreduce")
-
-
-class SchemaError(ValueError):
-    """A field is missing or has the wrong type; ``field`` is its dotted path."""
-
-    def __init__(self, field: str, expected: str, got: Any):
-        self.field = field
-        shown = repr(got)
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
-        super().__init__(f"field {field}: expected {expected}, got {shown}")
-
-
-# --------------------------------------------------------------------------------------------
-# Small typed readers that know where they are in the document.
-
-
-class _At:
-    def __init__(self, data: Any, path: str):
-        self.data = data
-        self.path = path
-
-    def _sub(self, key: str | int) -> str:
-        if isinstance(key, int):
-            return f"{self.path}[{key}]"
-        return f"{self.path}.{key}" if self.path else key
-
-    def obj(self) -> dict:
-        if not isinstance(self.data, dict):
-            raise SchemaError(self.path or "<document>", "an object", self.data)
-        return self.data
-
-    def get(self, key: str, required: bool = True) -> "_At":
-        d = self.obj()
-        if key not in d:
-            if required:
-                raise SchemaError(self._sub(key), "a value (field is missing)", None)
-            return _At(None, self._sub(key))
-        return _At(d[key], self._sub(key))
-
-    def items(self) -> Iterable[tuple[str, "_At"]]:
-        for k, v in self.obj().items():
-            yield k, _At(v, self._sub(k))
-
-    def list(self) -> list["_At"]:
-        if not isinstance(self.data, list):
-            raise SchemaError(self.path, "a list", self.data)
-        return [_At(v, self._sub(i)) for i, v in enumerate(self.data)]
-
-    def str(self, optional: bool = False, choices: Iterable[str] | None = None) -> str | None:
-        if self.data is None and optional:
-            return None
-        if not isinstance(self.data, str):
-            raise SchemaError(self.path, "a string", self.data)
-        if choices is not None and self.data not in choices:
-            raise SchemaError(self.path, "one of " + ", ".join(choices), self.data)
-        return self.data
-
-    def num(self, optional: bool = False, min_value: float | None = None) -> float | None:
-        if self.data is None and optional:
-            return None
-        if isinstance(self.data, bool) or not isinstance(self.data, (int, float)):
-            raise SchemaError(self.path, "a number", self.data)
-        if not math.isfinite(self.data):
-            raise SchemaError(self.path, "a finite number", self.data)
-        if min_value is not None and self.data < min_value:
-            raise SchemaError(self.path, f"a number >= {min_value:g}", self.data)
-        return float(self.data)
-
-    def int(self, optional: bool = False, min_value: int | None = None) -> int | None:
-        if self.data is None and optional:
-            return None
-        if isinstance(self.data, bool) or not isinstance(self.data, int):
-            raise SchemaError(self.path, "an integer", self.data)
-        if min_value is not None and self.data < min_value:
-            raise SchemaError(self.path, f"an integer >= {min_value}", self.data)
-        return self.data
-
-    def bool(self, optional: bool = False) -> bool | None:
-        if self.data is None and optional:
-            return None
-        if not isinstance(self.data, bool):
-            raise SchemaError(self.path, "true or false", self.data)
-        return self.data
-
-    def json_scalar_map(self) -> dict[str, Any]:
-        """An object of JSON scalars or lists of scalars (record parameters)."""
-        out = {}
-        for k, v in self.items():
-            ok = v.data is None or isinstance(v.data, (str, int, float, bool))
-            if isinstance(v.data, list):
-                ok = all(isinstance(x, (str, int, float, bool)) for x in v.data)
-            if not ok:
-                raise SchemaError(v.path, "a string, number, boolean or list of them", v.data)
-            out[k] = v.data
-        return out
-
-    def str_map(self) -> dict[str, str]:
-        return {k: v.str() for k, v in self.items()}
-
-
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -161,10 +60,10 @@ class Timing:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Timing":
-        return cls._read(_At(d, "timing"))
+        return cls._read(At(d, "timing"))
 
     @classmethod
-    def _read(cls, at: _At) -> "Timing":
+    def _read(cls, at: At) -> "Timing":
         samples = tuple(x.num(min_value=0) for x in at.get("samples_s").list())
         if not samples:
             raise SchemaError(at.get("samples_s").path, "at least one sample", [])
@@ -229,10 +128,10 @@ class Record:
 
     @classmethod
     def from_dict(cls, d: dict, probe: str) -> "Record":
-        return cls._read(_At(d, f"probes.{probe}[]"), probe)
+        return cls._read(At(d, f"probes.{probe}[]"), probe)
 
     @classmethod
-    def _read(cls, at: _At, probe: str) -> "Record":
+    def _read(cls, at: At, probe: str) -> "Record":
         timing_at = at.get("timing", required=False)
         series_at = at.get("series", required=False)
         metrics = {k: v.num() for k, v in at.get("metrics").items()}
@@ -271,7 +170,7 @@ class Skip:
         return {"probe": self.probe, "framework": self.framework, "device": self.device, "reason": self.reason}
 
     @classmethod
-    def _read(cls, at: _At) -> "Skip":
+    def _read(cls, at: At) -> "Skip":
         return cls(*(at.get(k).str() for k in ("probe", "framework", "device", "reason")))
 
 
@@ -322,10 +221,10 @@ class Host:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Host":
-        return cls._read(_At(d, "host"))
+        return cls._read(At(d, "host"))
 
     @classmethod
-    def _read(cls, at: _At) -> "Host":
+    def _read(cls, at: At) -> "Host":
         def opt_map(key):
             sub = at.get(key, required=False)
             return sub.str_map() if sub.data is not None else {}
@@ -410,7 +309,7 @@ class Trace:
 
     @classmethod
     def from_dict(cls, d: Any) -> "Trace":
-        at = _At(d, "")
+        at = At(d, "")
         schema = at.get("schema").str()
         if schema != SCHEMA:
             raise SchemaError("schema", f"'{SCHEMA}'", schema)
