@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from asprof.cluster.remote import SSH_CONNECT_S, remote_python, require_hosts
 from asprof.cluster.worker import ENV_LAUNCHED, TAG
 from asprof.errors import AsprofError, DistributedError
 
@@ -206,12 +207,15 @@ def _start(spec: LaunchSpec, size: int, tmpdir: str) -> list[_Rank]:
                 "PYTHONUNBUFFERED": "1"}
     worker = [spec.python, "-m", spec.module, *spec.args]
     if spec.hostfile is not None:
+        # Only the --env variables cross ssh; the interpreter is asprof.cluster.remote's choice.
+        # Every host is checked first, so a host we cannot use is one line naming it.
+        python = remote_python(spec.python)
+        require_hosts([h["ssh"] for h in read_hostfile(spec.hostfile)], python, spec.module,
+                      min(SSH_CONNECT_S, spec.connect_s))
         cmd = [*_mlx_launch(spec.python), "--hostfile", str(spec.hostfile), "--backend", spec.backend, "--env", f"{ENV_LAUNCHED}=1", "--env", "PYTHONUNBUFFERED=1"]
-        for k, v in spec.env.items():
+        for k, v in {"ASPROF_BACKEND": spec.backend, **spec.env}.items():
             cmd += ["--env", f"{k}={v}"]
-        # The same interpreter path on every host (as with mlx.launch --python): install asprof
-        # in the same environment on each Mac.
-        cmd += ["--python", spec.python, "--", "-m", spec.module, *spec.args]
+        cmd += ["--python", python, "--", "-m", spec.module, *spec.args]
         return [_popen(None, cmd, base_env)]
 
     hosts = spec.hosts or tuple(RankHost("127.0.0.1") for _ in range(size))

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import shlex
 import shutil
 import signal
 import subprocess
@@ -105,7 +107,8 @@ def ns_pids(ns: str) -> list[int]:
 
 @contextmanager
 def ssh_cluster(nodes: int, rate_mbit: float | None = None, hide: dict[int, list[str]] | None = None,
-                no_sshd: set[int] | frozenset[int] = frozenset()) -> Iterator[SshCluster]:
+                no_sshd: set[int] | frozenset[int] = frozenset(),
+                wrong_key: set[int] | frozenset[int] = frozenset()) -> Iterator[SshCluster]:
     """Build an ssh cluster of ``nodes`` hosts, yield it, and always tear it all down."""
     reason = why_unavailable()
     if reason:
@@ -119,13 +122,13 @@ def ssh_cluster(nodes: int, rate_mbit: float | None = None, hide: dict[int, list
             _add_client(ring)
             client_made = True
             names = tuple(ring.ns(i) for i in range(nodes))
-            _keys_and_configs(ring, ssh_dir, names)
+            _keys_and_configs(ring, ssh_dir, names, wrong_key)
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
             for i in range(nodes):
                 sshds.append(None if i in no_sshd else _start_sshd(ring, i, ssh_dir, (hide or {}).get(i, [])))
             cluster = SshCluster(ring, ssh_dir / "hostfile.json", names, ssh_dir,
                                  tuple(p.pid if p else None for p in sshds))
-            _wait_for_logins(cluster, [i for i in range(nodes) if i not in no_sshd], sshds)
+            _wait_for_logins(cluster, [i for i in range(nodes) if i not in no_sshd], sshds, wrong_key)
             try:
                 yield cluster
             finally:
@@ -164,17 +167,19 @@ def _add_client(ring: NetnsRing) -> None:
     _run("ip", "-n", ns, "link", "set", "lo", "up")
 
 
-def _keys_and_configs(ring: NetnsRing, d: Path, names: tuple[str, ...]) -> None:
-    """Throwaway keys, sshd configs, the client's ssh config, known hosts, wrapper and hostfile."""
-    for key in ("host_key", "client_key"):
+def _keys_and_configs(ring: NetnsRing, d: Path, names: tuple[str, ...], wrong_key) -> None:
+    """Throwaway keys, sshd configs, the client's ssh config, known hosts, wrapper and hostfile.
+    Hosts in ``wrong_key`` authorize another key than the client's."""
+    for key in ("host_key", "client_key", "other_key"):
         _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"asprof-{ring.id}", "-f", str(d / key))
     (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
+    (d / "other_authorized_keys").write_text((d / "other_key.pub").read_text())
     host_pub = (d / "host_key.pub").read_text().split()
     (d / "known_hosts").write_text("".join(f"{ring.ip(i)} {host_pub[0]} {host_pub[1]}\n" for i in range(len(names))))
     for i in range(len(names)):
         (d / f"sshd_config.{i}").write_text(
             f"ListenAddress {ring.ip(i)}:22\nHostKey {d / 'host_key'}\nPidFile none\n"
-            f"AuthorizedKeysFile {d / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
+            f"AuthorizedKeysFile {d / ('other_authorized_keys' if i in wrong_key else 'authorized_keys')}\nPermitRootLogin prohibit-password\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
             "StrictModes no\nPrintMotd no\nPrintLastLog no\nUseDNS no\nMaxStartups 64\n"
         )
@@ -193,31 +198,28 @@ def _keys_and_configs(ring: NetnsRing, d: Path, names: tuple[str, ...]) -> None:
 
 
 def _start_sshd(ring: NetnsRing, i: int, d: Path, hide: list[str]) -> subprocess.Popen:
-    sshd = [SSHD, "-D", "-e", "-f", str(d / f"sshd_config.{i}")]
-    if hide:
-        # a mount namespace of its own, where `hide` are empty: what this host's logins see
-        mounts = " && ".join(f"mount -t tmpfs -o size=1m,mode=0755 asprof-hidden {_q(p)}" for p in hide)
-        sshd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                f"{mounts} && exec \"$@\"", "sh", *sshd]
-    log = open(d / f"sshd.{i}.log", "wb")
-    with log:
+    """Host i's sshd, in a mount namespace of its own where ``hide`` are empty and the login
+    user's shell start-up files are empty too: they belong to whoever set this machine up, not
+    to the cluster, and can take a minute (here `pyenv rehash` waits 60 s for a lock)."""
+    home = Path(pwd.getpwuid(os.geteuid()).pw_dir)
+    rc = [home / f for f in (".bashrc", ".bash_profile", ".bash_login", ".profile", ".zshenv") if (home / f).is_file()]
+    mounts = [f"mount -t tmpfs -o size=1m,mode=0755 asprof-hidden {shlex.quote(p)}" for p in hide]
+    mounts += [f"mount --bind /dev/null {shlex.quote(str(f))}" for f in rc]
+    sshd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            " && ".join([*mounts, 'exec "$@"']), "sh", SSHD, "-D", "-e", "-f", str(d / f"sshd_config.{i}")]
+    with open(d / f"sshd.{i}.log", "wb") as log:
         return subprocess.Popen(["ip", "netns", "exec", ring.ns(i), *sshd], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=log, start_new_session=True)
 
 
-def _q(s: str) -> str:
-    import shlex
-
-    return shlex.quote(s)
-
-
-def _wait_for_logins(cluster: SshCluster, hosts: list[int], sshds) -> None:
+def _wait_for_logins(cluster: SshCluster, hosts: list[int], sshds, wrong_key) -> None:
+    """Until each sshd lets the client in (or, with the wrong key, turns it away)."""
     deadline = time.monotonic() + START_S
     for i in hosts:
         while True:
             r = subprocess.run(cluster.command(["ssh", "-o", "ConnectTimeout=2", cluster.names[i], "true"]),
                                env=cluster.env(), capture_output=True, text=True)
-            if r.returncode == 0:
+            if r.returncode == 0 if i not in wrong_key else "Permission denied" in r.stderr:
                 break
             if sshds[i].poll() is not None or time.monotonic() > deadline:
                 log = (cluster.ssh_dir / f"sshd.{i}.log").read_text(errors="replace").strip()
@@ -240,6 +242,10 @@ def _kill_namespace_processes(namespaces: list[str]) -> None:
         time.sleep(0.1)
 
 
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -251,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not cmd:
         ap.error("give a command to run, e.g. -- asprof validate --hostfile {hostfile}")
+    signal.signal(signal.SIGTERM, _interrupt)  # `timeout`, `kill`: stop as on Ctrl-C
     try:
         with ssh_cluster(args.nodes, args.rate) as cluster:
             print(f"ssh cluster {', '.join(cluster.names)} (client {cluster.client_ns}); hostfile "
@@ -259,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             p = subprocess.Popen(cluster.command(cmd), env=cluster.env())
             try:
                 return p.wait()
-            except KeyboardInterrupt:  # the terminal sent SIGINT to the command too
+            except KeyboardInterrupt:  # the command stops as on Ctrl-C, then the cluster goes
+                p.send_signal(signal.SIGINT)
                 return p.wait()
     except AsprofError as e:
         print(f"{ap.prog}: error: {e}", file=sys.stderr)
