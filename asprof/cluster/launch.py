@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from asprof.cluster.remote import SSH_CONNECT_S, remote_python, require_hosts
+from asprof.cluster.remote import SSH_CONNECT_S, node_exit, node_exit_message, remote_python, require_hosts
 from asprof.cluster.worker import ENV_LAUNCHED, TAG
 from asprof.errors import AsprofError, DistributedError
 
@@ -179,6 +179,7 @@ class _Watch:
         self.results: dict[int, dict] = {}
         self.last_seen = {r: start for r in range(size)}
         self.tails: dict[int, list[str]] = {r: [] for r in range(size)}
+        self.remote_exit: tuple[int, int] | None = None  # (rank, code): mlx.launch saw a rank fail
 
 
 def launch(spec: LaunchSpec, on_event: Callable[[dict], None] | None = None,
@@ -300,6 +301,9 @@ def _supervise(spec, procs: list[_Rank], size: int, on_event, echo) -> list[dict
             now = time.monotonic()
             held.release(now, [p for p in procs if p.proc.poll() not in (None, 0)])
             _check_exits(procs, watch, size)
+            if watch.remote_exit is not None:  # stop now: mlx.launch's own teardown fails over ssh
+                r, code = watch.remote_exit
+                raise DistributedError(node_exit_message(read_hostfile(spec.hostfile)[r]["ssh"], r, code, size))
             # one look at the exits for both tests: a rank can exit between two looks, and then
             # "not all results yet" and "all exited" were both true though every result was in
             exited = all(p.proc.poll() is not None for p in procs)
@@ -374,6 +378,8 @@ def _flush(pr: _Rank, stream, watch: _Watch, on_event, echo, final=False):
                 on_event(msg)
         else:
             who = f"rank {pr.rank}" if pr.rank is not None else "mlx.launch"
+            if pr.rank is None and watch.remote_exit is None:
+                watch.remote_exit = node_exit(line)
             if pr.rank is not None and stream == "err":
                 watch.tails[pr.rank] = (watch.tails[pr.rank] + [line])[-5:]
             if line.strip():

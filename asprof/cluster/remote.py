@@ -18,6 +18,7 @@ working directory before it starts the interpreter, so a relative path is ambigu
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import time
@@ -29,6 +30,7 @@ from asprof.errors import DistributedError
 SSH_CONNECT_S = 10.0  # ssh ConnectTimeout for each host (the TCP connect and the key exchange)
 ENV_REMOTE_PYTHON = "ASPROF_REMOTE_PYTHON"
 _CHECK_EXIT = 42  # our check's own "asprof/MLX missing" exit code
+_NODE_EXIT = re.compile(r"Node with rank (\d+) exited with code (-?\d+)")  # mlx.launch's report
 _checked: set[tuple] = set()  # (hosts, python, module) already found fine in this process
 
 
@@ -114,3 +116,18 @@ def require_hosts(hosts: list[str], python: str, module: str, connect_s: float =
         if c.problem:
             raise DistributedError(c.problem)
     _checked.add(key)
+
+
+def node_exit(line: str) -> tuple[int, int] | None:
+    """(rank, exit code) when ``line`` is ``mlx.launch``'s report that a rank failed."""
+    m = _NODE_EXIT.search(line)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def node_exit_message(host: str, rank: int, code: int, size: int) -> str:
+    """One line for a remote rank that ended with ``code`` (as ``mlx.launch`` saw its ssh end)."""
+    if code == 255:  # ssh's code when the remote process died by a signal or the connection broke
+        how = "was killed or lost its ssh connection (ssh exit 255)"
+    else:
+        how = f"exited with code {code}"
+    return f"rank {rank} on host {host} {how}; stopped all {size} ranks"
