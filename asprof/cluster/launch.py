@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from asprof.cluster.remote import SSH_CONNECT_S, node_exit, node_exit_message, remote_python, require_hosts
-from asprof.cluster.worker import ENV_LAUNCHED, TAG
+from asprof.cluster.remote import (RING_PORT, SSH_CONNECT_S, node_exit, node_exit_message, remote_python,
+                                   require_hosts, ring_hosts, ssh_rank_command)
+from asprof.cluster.worker import ENV_LAUNCHED, ENV_RING, TAG
 from asprof.errors import AsprofError, DistributedError
 
 
@@ -166,6 +167,7 @@ class _Rank:
     proc: subprocess.Popen
     buf: dict = field(default_factory=lambda: {"out": b"", "err": b""})
     tail: list = field(default_factory=list)  # last stderr lines, for error messages
+    host: str | None = None  # the ssh host it runs on (stdout and stderr arrive together)
 
 
 class _Watch:
@@ -208,11 +210,12 @@ def _start(spec: LaunchSpec, size: int, tmpdir: str) -> list[_Rank]:
                 "PYTHONUNBUFFERED": "1"}
     worker = [spec.python, "-m", spec.module, *spec.args]
     if spec.hostfile is not None:
-        # Only the --env variables cross ssh; the interpreter is asprof.cluster.remote's choice.
-        # Every host is checked first, so a host we cannot use is one line naming it.
-        python = remote_python(spec.python)
-        require_hosts([h["ssh"] for h in read_hostfile(spec.hostfile)], python, spec.module,
-                      min(SSH_CONNECT_S, spec.connect_s))
+        # Every host is checked first, so a host we cannot use is one line naming it. Only the
+        # variables named here cross ssh; the interpreter is asprof.cluster.remote's choice.
+        hosts, python = read_hostfile(spec.hostfile), remote_python(spec.python)
+        require_hosts([h["ssh"] for h in hosts], python, spec.module, min(SSH_CONNECT_S, spec.connect_s))
+        if spec.backend == "ring":
+            return _start_ssh(spec, hosts, python, base_env)
         cmd = [*_mlx_launch(spec.python), "--hostfile", str(spec.hostfile), "--backend", spec.backend, "--env", f"{ENV_LAUNCHED}=1", "--env", "PYTHONUNBUFFERED=1"]
         for k, v in {"ASPROF_BACKEND": spec.backend, **spec.env}.items():
             cmd += ["--env", f"{k}={v}"]
@@ -235,6 +238,23 @@ def _start(spec: LaunchSpec, size: int, tmpdir: str) -> list[_Rank]:
         if size > 1:
             env["MLX_HOSTFILE"] = str(hostfile)
         out.append(_popen(r, [*h.prefix, *worker], env, cpus))
+    return out
+
+
+def _start_ssh(spec: LaunchSpec, hosts: list[dict], python: str, base_env: dict) -> list[_Rank]:
+    """One ssh per rank, as mlx.launch starts the ring backend, but each rank's output on a pipe
+    of its own: mlx.launch copies its ranks' outputs onto one stdout in pieces, and a long
+    result line of one rank comes out cut by another rank's lines (seen at 3 hosts)."""
+    env = {ENV_LAUNCHED: "1", "PYTHONUNBUFFERED": "1", "ASPROF_BACKEND": spec.backend, **spec.env,
+           "MLX_WORLD_SIZE": str(len(hosts))}
+    if len(hosts) > 1:
+        env[ENV_RING] = json.dumps(ring_hosts(hosts, spec.base_port or RING_PORT))
+    out = []
+    for r, h in enumerate(hosts):
+        cmd = ssh_rank_command(h["ssh"], python, ["-m", spec.module, *spec.args], {**env, "MLX_RANK": str(r)},
+                               os.getcwd(), min(SSH_CONNECT_S, spec.connect_s))
+        out.append(_popen(r, cmd, base_env))
+        out[-1].host = h["ssh"]
     return out
 
 
@@ -380,7 +400,7 @@ def _flush(pr: _Rank, stream, watch: _Watch, on_event, echo, final=False):
             who = f"rank {pr.rank}" if pr.rank is not None else "mlx.launch"
             if pr.rank is None and watch.remote_exit is None:
                 watch.remote_exit = node_exit(line)
-            if pr.rank is not None and stream == "err":
+            if pr.rank is not None and (stream == "err" or pr.host is not None):
                 watch.tails[pr.rank] = (watch.tails[pr.rank] + [line])[-5:]
             if line.strip():
                 echo(f"[{who}] {line}")
@@ -392,10 +412,13 @@ def _tail(watch: _Watch, rank: int) -> str:
 
 
 def _check_exits(procs: list[_Rank], watch: _Watch, size: int) -> None:
-    for pr in procs:
-        code = pr.proc.poll()
-        if code is None or code == 0:
-            continue
+    # A rank killed (by a signal, or its ssh lost: 255) comes first: ranks that exited with an
+    # error at the same moment are most likely its peers, whose connection to it broke.
+    failed = [p for p in procs if p.proc.poll() not in (None, 0)]
+    for pr in sorted(failed, key=lambda p: not (p.proc.returncode < 0 or (p.host and p.proc.returncode == 255))):
+        code = pr.proc.returncode
+        if pr.host is not None:
+            raise DistributedError(node_exit_message(pr.host, pr.rank, code, size, _tail(watch, pr.rank)))
         if pr.rank is None:
             raise DistributedError(f"mlx.launch exited with code {code} (a rank failed; see its output above)")
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"

@@ -29,6 +29,8 @@ from asprof.errors import DistributedError
 
 SSH_CONNECT_S = 10.0  # ssh ConnectTimeout for each host (the TCP connect and the key exchange)
 ENV_REMOTE_PYTHON = "ASPROF_REMOTE_PYTHON"
+RING_PORT = 32323  # the ring's first port on the hosts (mlx.launch's default)
+LOCAL = "127.0.0.1"  # the host name mlx.launch starts without ssh
 _CHECK_EXIT = 42  # our check's own "asprof/MLX missing" exit code
 _NODE_EXIT = re.compile(r"Node with rank (\d+) exited with code (-?\d+)")  # mlx.launch's report
 _checked: set[tuple] = set()  # (hosts, python, module) already found fine in this process
@@ -69,7 +71,9 @@ def ssh_command(host: str, remote_cmd: list[str], connect_s: float = SSH_CONNECT
 def check_hosts(hosts: list[str], python: str, module: str, connect_s: float = SSH_CONNECT_S) -> list[HostCheck]:
     """Log into every host at once and check it can run ``python -m module``."""
     cmd = [python, "-c", _check_script(module)]
-    procs = [subprocess.Popen(ssh_command(h, cmd, connect_s), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    # mlx.launch runs a host named 127.0.0.1 here, without ssh
+    local = ["sh", "-c", 'exec "$@"', "sh", *cmd]  # a missing interpreter: exit 127, as over ssh
+    procs = [subprocess.Popen(local if h == LOCAL else ssh_command(h, cmd, connect_s), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, start_new_session=True) for h in hosts]
     # the login (connect_s) plus the imports (MLX takes a second or two on a cold Mac)
     deadline = time.monotonic() + connect_s + 20.0
@@ -124,10 +128,44 @@ def node_exit(line: str) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def node_exit_message(host: str, rank: int, code: int, size: int) -> str:
-    """One line for a remote rank that ended with ``code`` (as ``mlx.launch`` saw its ssh end)."""
+def node_exit_message(host: str, rank: int, code: int, size: int, detail: str = "") -> str:
+    """One line for a remote rank whose ssh ended with ``code``; ``detail``: ": its last line"."""
     if code == 255:  # ssh's code when the remote process died by a signal or the connection broke
         how = "was killed or lost its ssh connection (ssh exit 255)"
+    elif code < 0:  # our ssh itself was killed
+        how = f"lost its ssh (killed by signal {-code})"
     else:
         how = f"exited with code {code}"
-    return f"rank {rank} on host {host} {how}; stopped all {size} ranks"
+    return f"rank {rank} on host {host} {how}{detail}; stopped all {size} ranks"
+
+
+def ring_hosts(hosts: list[dict], base_port: int = RING_PORT) -> list[list[str]]:
+    """The ring backend's ``MLX_HOSTFILE`` for hostfile hosts: ``ip:port`` for each address of
+    each host, ports counting up from ``base_port`` (as ``mlx.launch`` numbers them)."""
+    out, port = [], base_port
+    for h in hosts:
+        node = []
+        for ip in h["ips"]:
+            node.append(f"{ip}:{port}")
+            port += 1
+        out.append(node)
+    return out
+
+
+def ssh_rank_command(host: str, python: str, argv: list[str], env: dict[str, str], cwd: str | None = None,
+                     connect_s: float = SSH_CONNECT_S) -> list[str]:
+    """``ssh`` starting one rank on ``host``: ``python ARGV`` with ``env`` exported.
+
+    ``-tt`` gives the rank a terminal, so when our ssh ends (the run is stopped, or we are) the
+    remote sshd hangs that terminal up and the rank, its session leader, gets SIGHUP: nothing
+    outlives the run, on macOS too. The rank's stdout and stderr arrive together on ssh's stdout.
+    Everything runs from one shell line, each word quoted for that shell.
+    """
+    script = "".join(f"export {k}={shlex.quote(v)}; " for k, v in env.items())
+    if cwd:  # as mlx.launch: the same directory where it exists (relative data paths)
+        script += f"cd {shlex.quote(cwd)} 2>/dev/null; "
+    script += "exec " + shlex.join([python, *argv])
+    if host == LOCAL:  # as mlx.launch: no ssh to this machine
+        return ["sh", "-c", script]
+    return ["ssh", "-tt", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, round(connect_s))}",
+            "-o", "LogLevel=ERROR", host, script]

@@ -17,11 +17,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
 
 TAG = "@@asprof "
 ENV_LAUNCHED = "ASPROF_LAUNCHED"
+ENV_RING = "ASPROF_RING"  # a rank started over ssh: its MLX_HOSTFILE's contents (asprof.cluster.remote)
 
 _rank = 0
 _last_beat = 0.0
@@ -52,15 +54,33 @@ def init_group(backend: str | None = None):
     if launched():
         _rank = int(os.environ.get("MLX_RANK", "0"))
         _send("hello", pid=os.getpid())  # started; joining the group may still block
-    if launched() and os.environ.get("MLX_HOSTFILE"):
-        backend = backend or os.environ.get("ASPROF_BACKEND", "ring")
-        group = mx.distributed.init(strict=True, backend=backend)
-    else:
-        group = mx.distributed.init()
+    ring_file = _ring_file()
+    try:
+        if launched() and os.environ.get("MLX_HOSTFILE"):
+            backend = backend or os.environ.get("ASPROF_BACKEND", "ring")
+            group = mx.distributed.init(strict=True, backend=backend)
+        else:
+            group = mx.distributed.init()
+    finally:
+        if ring_file:
+            os.unlink(ring_file)
     _rank = group.rank()
     if launched():
         _send("ready", size=group.size(), pid=os.getpid())
     return group
+
+
+def _ring_file() -> str | None:
+    """MLX reads the ring's hosts from a file (``MLX_HOSTFILE``); a rank started over ssh gets
+    them in ``$ASPROF_RING`` and writes that file itself, removed once the group is formed."""
+    text = os.environ.get(ENV_RING) if launched() else None
+    if not text:
+        return None
+    fd, path = tempfile.mkstemp(prefix="asprof-ring-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.environ["MLX_HOSTFILE"] = path
+    return path
 
 
 def heartbeat(step: int | None = None, **info) -> None:
