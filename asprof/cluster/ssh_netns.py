@@ -89,6 +89,14 @@ class SshCluster:
         """``cmd`` as run in the client namespace (pass :meth:`env` as its environment)."""
         return ["ip", "netns", "exec", self.client_ns, *cmd]
 
+    def silent_ip(self) -> str:
+        """An address on the bridge that swallows what the client sends it and never answers
+        (a host that is off, or drops packets): ssh can only give up after its connect timeout."""
+        ip = self.ring.ip(250)
+        _run("ip", "-n", self.client_ns, "neigh", "replace", ip, "lladdr", "02:00:00:00:00:fa",
+             "dev", f"as{self.ring.id}hc", "nud", "permanent")
+        return ip
+
     def pids(self) -> dict[str, list[int]]:
         """Every process in each namespace of the cluster except the sshd listeners."""
         namespaces = [self.ring.ns(i) for i in range(self.ring.nodes)] + [self.client_ns]
