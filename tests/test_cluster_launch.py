@@ -82,8 +82,8 @@ def test_bad_specs_and_hostfiles_fail_in_one_line(tmp_path):
     assert LaunchSpec(module=WORKER, hostfile=str(good)).world_size == 2
 
 
-def test_hostfile_launch_through_mlx_launch(tmp_path):
-    # A hostfile naming 127.0.0.1 twice runs both ranks locally through mlx.launch itself.
+def test_hostfile_launch_on_this_machine(tmp_path):
+    # A hostfile naming 127.0.0.1 twice runs both ranks on this machine without ssh (as mlx.launch does).
     hf = tmp_path / "hosts.json"
     hf.write_text(json.dumps([{"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}, {"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}]))
     results = launch(LaunchSpec(module=WORKER, hostfile=str(hf), base_port=None))

@@ -13,7 +13,7 @@ import pytest
 
 import asprof
 from asprof.cluster.netns import leftover_namespaces
-from asprof.cluster.remote import SSH_CONNECT_S, node_exit, node_exit_message
+from asprof.cluster.remote import LOCAL, SSH_CONNECT_S, check_hosts, node_exit, node_exit_message, ssh_rank_command
 from asprof.cluster.ssh_netns import ssh_cluster, why_unavailable
 
 reason = why_unavailable()
@@ -185,3 +185,28 @@ def test_mlx_launch_reports_are_read():
     line = "[mlx.launch] \x1b[33m[WARN] Node with rank 2 exited with code 255 \x1b[0m"
     assert node_exit(line) == (2, 255) and node_exit("step 3 loss 2.0") is None
     assert node_exit_message("mac3", 2, 7, 4) == "rank 2 on host mac3 exited with code 7; stopped all 4 ranks"
+
+
+def test_the_rank_command_survives_the_remote_shell(tmp_path):
+    """What crosses ssh is one shell line: arguments and variables with spaces, quotes, $ and
+    JSON arrive intact (run through sh here, as on a host named 127.0.0.1)."""
+    args = ["a b", "it's", "$HOME", '{"k": [1, "x y"]}', ""]
+    env = {"X": "\"q\" $(echo no) `no` 'single'", "EMPTY": ""}
+    cmd = ssh_rank_command(LOCAL, sys.executable, ["-c", "import sys, os, json; print(json.dumps("
+                           "[sys.argv[1:], os.environ['X'], os.environ['EMPTY'], os.getcwd()]))", *args], env, str(tmp_path))
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == [args, env["X"], "", str(tmp_path)]
+    remote = ssh_rank_command("mac2", "/p/python", ["-m", "m"], {"A": "1"})
+    assert remote[:2] == ["ssh", "-tt"] and "BatchMode=yes" in remote and remote[-2] == "mac2"
+    assert remote[-1] == "export A=1; exec /p/python -m m"
+
+
+def test_the_host_check_names_what_is_missing():
+    """The check before a hostfile run, on a host named 127.0.0.1 (no ssh): a missing
+    interpreter, a missing module, and a host that is ready."""
+    (ok,) = check_hosts([LOCAL], sys.executable, "asprof.cluster.echo_worker")
+    assert ok.problem is None
+    (no_python,) = check_hosts([LOCAL], "/nonexistent/bin/python", "asprof.cluster.echo_worker")
+    assert no_python.problem.startswith(f"host {LOCAL} has no /nonexistent/bin/python")
+    (no_module,) = check_hosts([LOCAL], sys.executable, "asprof.no_such_worker")
+    assert "asprof is not installed for" in no_module.problem and "no module asprof.no_such_worker" in no_module.problem

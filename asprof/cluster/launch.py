@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from asprof.cluster.remote import (RING_PORT, SSH_CONNECT_S, node_exit, node_exit_message, remote_python,
+from asprof.cluster.remote import (LOCAL, RING_PORT, SSH_CONNECT_S, node_exit, node_exit_message, remote_python,
                                    require_hosts, ring_hosts, ssh_rank_command)
 from asprof.cluster.worker import ENV_LAUNCHED, ENV_RING, TAG
 from asprof.errors import AsprofError, DistributedError
@@ -248,7 +248,14 @@ def _start_ssh(spec: LaunchSpec, hosts: list[dict], python: str, base_env: dict)
     env = {ENV_LAUNCHED: "1", "PYTHONUNBUFFERED": "1", "ASPROF_BACKEND": spec.backend, **spec.env,
            "MLX_WORLD_SIZE": str(len(hosts))}
     if len(hosts) > 1:
-        env[ENV_RING] = json.dumps(ring_hosts(hosts, spec.base_port or RING_PORT))
+        n = sum(len(h["ips"]) for h in hosts)
+        if spec.base_port is not None:
+            ports = list(range(spec.base_port, spec.base_port + n))
+        elif all(h["ssh"] == LOCAL for h in hosts):
+            ports = free_ports(n)  # all on this machine: beside any other run here
+        else:
+            ports = list(range(RING_PORT, RING_PORT + n))
+        env[ENV_RING] = json.dumps(ring_hosts(hosts, ports))
     out = []
     for r, h in enumerate(hosts):
         cmd = ssh_rank_command(h["ssh"], python, ["-m", spec.module, *spec.args], {**env, "MLX_RANK": str(r)},

@@ -139,17 +139,11 @@ def node_exit_message(host: str, rank: int, code: int, size: int, detail: str = 
     return f"rank {rank} on host {host} {how}{detail}; stopped all {size} ranks"
 
 
-def ring_hosts(hosts: list[dict], base_port: int = RING_PORT) -> list[list[str]]:
+def ring_hosts(hosts: list[dict], ports: list[int]) -> list[list[str]]:
     """The ring backend's ``MLX_HOSTFILE`` for hostfile hosts: ``ip:port`` for each address of
-    each host, ports counting up from ``base_port`` (as ``mlx.launch`` numbers them)."""
-    out, port = [], base_port
-    for h in hosts:
-        node = []
-        for ip in h["ips"]:
-            node.append(f"{ip}:{port}")
-            port += 1
-        out.append(node)
-    return out
+    each host, in order, taking ``ports`` in turn (one per address, as ``mlx.launch`` does)."""
+    it = iter(ports)
+    return [[f"{ip}:{next(it)}" for ip in h["ips"]] for h in hosts]
 
 
 def ssh_rank_command(host: str, python: str, argv: list[str], env: dict[str, str], cwd: str | None = None,
