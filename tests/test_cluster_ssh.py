@@ -78,6 +78,17 @@ def test_validate_through_ssh(tmp_path):
 
 
 @needs_cluster
+def test_the_cluster_is_removed_when_the_body_fails():
+    with pytest.raises(RuntimeError, match="boom"):
+        with ssh_cluster(2) as c:
+            ours, sshds = {*c.names, c.client_ns, c.ring.switch}, [p for p in c.sshd_pids if p]
+            assert len(sshds) == 2 and all(Path(f"/proc/{p}").exists() for p in sshds)
+            raise RuntimeError("boom")
+    assert not ours & set(leftover_namespaces())
+    assert not any(Path(f"/proc/{p}").exists() for p in sshds) and not c.ssh_dir.exists()
+
+
+@needs_cluster
 @pytest.mark.parametrize("case", ["refuses", "wrong key", "unreachable"])
 def test_a_host_we_cannot_ssh_into_is_named(tmp_path, case):
     with ssh_cluster(2, no_sshd={1} if case == "refuses" else set(), wrong_key={1} if case == "wrong key" else set()) as c:

@@ -124,33 +124,28 @@ def ssh_cluster(nodes: int, rate_mbit: float | None = None, hide: dict[int, list
     ring = NetnsRing(nodes=nodes, rate_mbit=rate_mbit)
     ssh_dir = Path(tempfile.mkdtemp(prefix="asprof-ssh-"))  # 0700: sshd accepts keys in it
     sshds: list[subprocess.Popen | None] = []
-    client_made = False
+    namespaces = [ring.ns(i) for i in range(nodes)] + [client_ns(ring)]
     try:
         with namespace_ring(ring):
-            _add_client(ring)
-            client_made = True
-            names = tuple(ring.ns(i) for i in range(nodes))
-            _keys_and_configs(ring, ssh_dir, names, wrong_key)
-            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
-            for i in range(nodes):
-                sshds.append(None if i in no_sshd else _start_sshd(ring, i, ssh_dir, (hide or {}).get(i, [])))
-            cluster = SshCluster(ring, ssh_dir / "hostfile.json", names, ssh_dir,
-                                 tuple(p.pid if p else None for p in sshds))
-            _wait_for_logins(cluster, [i for i in range(nodes) if i not in no_sshd], sshds, wrong_key)
             try:
+                _add_client(ring)
+                names = tuple(ring.ns(i) for i in range(nodes))
+                _keys_and_configs(ring, ssh_dir, names, wrong_key)
+                Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
+                for i in range(nodes):
+                    sshds.append(None if i in no_sshd else _start_sshd(ring, i, ssh_dir, (hide or {}).get(i, [])))
+                cluster = SshCluster(ring, ssh_dir / "hostfile.json", names, ssh_dir,
+                                     tuple(p.pid if p else None for p in sshds))
+                _wait_for_logins(cluster, [i for i in range(nodes) if i not in no_sshd], sshds, wrong_key)
                 yield cluster
             finally:
-                _kill_namespace_processes([ring.ns(i) for i in range(nodes)] + [client_ns(ring)])
+                # sshd, its logins, and whatever a failed run left: all in namespaces made for this
+                _kill_namespace_processes(namespaces)
                 for p in sshds:
                     if p is not None:
                         p.wait()
+                subprocess.run(["ip", "netns", "del", client_ns(ring)], capture_output=True)
     finally:
-        if client_made:
-            subprocess.run(["ip", "netns", "del", client_ns(ring)], capture_output=True)
-        for p in sshds:  # if building failed half-way
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait()
         shutil.rmtree(ssh_dir, ignore_errors=True)
 
 
