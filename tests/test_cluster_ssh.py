@@ -13,7 +13,8 @@ import pytest
 
 import asprof
 from asprof.cluster.netns import leftover_namespaces
-from asprof.cluster.remote import LOCAL, SSH_CONNECT_S, check_hosts, node_exit, node_exit_message, ssh_rank_command
+from asprof.cluster.remote import (ENV_REMOTE_PYTHON, LOCAL, SSH_CONNECT_S, check_hosts, node_exit, node_exit_message,
+                                   remote_python, ssh_rank_command)
 from asprof.cluster.ssh_netns import ssh_cluster, why_unavailable
 
 reason = why_unavailable()
@@ -210,6 +211,13 @@ def test_the_rank_command_survives_the_remote_shell(tmp_path):
     remote = ssh_rank_command("mac2", "/p/python", ["-m", "m"], {"A": "1"})
     assert remote[:2] == ["ssh", "-tt"] and "BatchMode=yes" in remote and remote[-2] == "mac2"
     assert remote[-1] == "export A=1; exec /p/python -m m"
+
+
+def test_the_remote_interpreter_is_configurable(monkeypatch):
+    monkeypatch.delenv(ENV_REMOTE_PYTHON, raising=False)
+    assert remote_python("/local/venv/bin/python") == "/local/venv/bin/python"
+    monkeypatch.setenv(ENV_REMOTE_PYTHON, "/Users/a/asprof-venv/bin/python")
+    assert remote_python("/local/venv/bin/python") == "/Users/a/asprof-venv/bin/python"
 
 
 def test_the_host_check_names_what_is_missing():
