@@ -212,7 +212,15 @@ def _start_sshd(ring: NetnsRing, i: int, d: Path, hide: list[str]) -> subprocess
             " && ".join([*mounts, 'exec "$@"']), "sh", SSHD, "-D", "-e", "-f", str(d / f"sshd_config.{i}")]
     with open(d / f"sshd.{i}.log", "wb") as log:
         return subprocess.Popen(["ip", "netns", "exec", ring.ns(i), *sshd], stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=log, start_new_session=True)
+                                stdout=log, stderr=log, start_new_session=True, preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when we die, even by SIGKILL (no sshd outlives us; the
+    namespaces themselves stay until removed, see asprof.cluster.netns.leftover_namespaces)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _wait_for_logins(cluster: SshCluster, hosts: list[int], sshds, wrong_key) -> None:
