@@ -66,7 +66,7 @@ def test_validate_through_ssh(tmp_path):
         hosts = json.loads(cluster.hostfile.read_text())
         assert [h["ssh"] for h in hosts] == list(cluster.names) and hosts[1]["ips"] == [cluster.ring.ip(1)]
         p = _asprof(cluster, "validate", "--hostfile", "{hostfile}", "--optimizer", "adam", "--model", "tiny",
-                    "--batch", "2", "--seq", "16", "--steps", "5", "--warmup-steps", "2", "--probe-level", "tiny",
+                    "--batch", "2", "--seq", "16", "--steps", "5", "--warmup", "2", "--probe-level", "tiny",
                     "--probe-rounds", "1", "--replicas", "3", "--tolerance", "1e9",
                     "--traces-dir", str(tmp_path / "traces"), "--out", str(tmp_path / "out"))
         out, err = p.communicate(timeout=600)
