@@ -8,9 +8,11 @@ Three ways to place ranks, all running the same worker module:
   the cores, each is held to one core (:func:`rank_cpus`).
 - ``hosts=[RankHost(ip, prefix), ...]``: the same, with an address and a command prefix per
   rank (``ip netns exec NS`` for the namespace ring of :mod:`asprof.cluster.netns`).
-- ``hostfile=PATH``: an ``mlx.launch`` hostfile (on Macs: the Thunderbolt ring). We run
-  ``mlx.launch --hostfile PATH`` itself, which ssh-es into the hosts; asprof must be installed
-  there. Rank messages arrive multiplexed on its stdout and carry their rank.
+- ``hostfile=PATH``: an ``mlx.launch`` hostfile (on Macs: the Thunderbolt ring). Every host is
+  checked over ssh first (:mod:`asprof.cluster.remote`). The ring backend's ranks are then
+  started as ``mlx.launch`` starts them, one ``ssh -tt`` each, but by us, so each rank's output
+  has its own pipe; other backends run ``mlx.launch --hostfile PATH`` itself, whose stdout
+  carries every rank's messages (docs/cluster.md).
 
 The watchdog (DESIGN §7) ends the whole run — every rank killed, one message naming the rank —
 when a rank exits with an error, never connects within ``connect_s``, stops sending heartbeats
