@@ -111,3 +111,9 @@ def test_instrumented_distributed_run_keeps_every_ranks_phases(base):
     for ranks_phases in r.phases_s_by_rank:
         assert all({"fwd_bwd", "refresh", "grad_allreduce", "optimizer"} <= set(p) for p in ranks_phases)
     assert r.instrumented_loss_max_abs_diff < 1e-5
+
+
+def test_any_batch_per_node_runs_on_any_rank_count(base):
+    # --batch is per node: 3 ranks of 1 sequence each (a global batch of 3) is a valid run
+    r = run_training(base.evolve(steps=2, nodes=3, batch=1))
+    assert r.world_size == 3 and len(r.losses) == 2 and all(np.isfinite(r.losses))

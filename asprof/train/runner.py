@@ -74,9 +74,6 @@ def _run_distributed(config: TrainConfig, on_progress: Progress | None, save_par
     spec = LaunchSpec(module=worker, args=tuple(args), nodes=None if config.hostfile or hosts else config.nodes,
                       hostfile=config.hostfile, hosts=hosts, timeout_s=config.timeout_s,
                       stall_s=max(60.0, config.timeout_s / 10))
-    if config.batch % spec.world_size:
-        raise AsprofError(f"--batch {config.batch} must be a multiple of the {spec.world_size} ranks in "
-                          f"{config.hostfile}: each rank takes an equal shard")
 
     def on_event(msg):
         if on_progress is not None and msg.get("type") == "heartbeat" and msg.get("rank") == 0:
