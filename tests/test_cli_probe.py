@@ -31,6 +31,7 @@ def one_line_error(code, err):
     (["--only", "allreduce"], "needs a cluster"),
     (["--nodes", "2", "--hostfile", "h.json"], "not both"),
     (["--hostfile", "/nonexistent/hosts.json"], "no such hostfile"),
+    (["--nodes", "2", "--only", "memory"], "a cluster probe (--nodes/--hostfile) measures"),
 ])
 def test_bad_input_fails_before_measuring(capsys, tmp_path, monkeypatch, argv, expect):
     monkeypatch.chdir(tmp_path)
@@ -94,3 +95,36 @@ def test_ctrl_c_keeps_the_finished_probes(tmp_path):
     t = load_trace(out)
     assert t.has("linalg") and not t.has("blas")
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+@pytest.mark.distributed
+def test_a_cluster_probe_is_the_trace_validate_uses(capsys, tmp_path, monkeypatch):
+    """`asprof probe --nodes 2` writes the trace `asprof validate --nodes 2` would: compute on
+    both ranks at once (validate's rounds), the ring labelled loopback, under traces/ — and
+    validate's matcher accepts it for that cluster (one trace for probe → simulate → validate)."""
+    from asprof.probe.cluster import cluster_rounds
+    from asprof.traces.host import capture_host
+    from asprof.validate.config import ValidateConfig
+    from asprof.validate.match import find_matching, mismatches
+    from asprof.validate.run import identity
+
+    monkeypatch.chdir(tmp_path)
+    code, stdout, err = run_cli(capsys, "probe", "--nodes", "2", "--level", "tiny")
+    assert code == 0, err
+    (path,) = (tmp_path / "traces").glob("*.json")
+    assert "-2r-loopback-" in path.name and f"wrote traces/{path.name}" in stdout
+    trace = load_trace(path)
+    assert trace.nodes == 2
+    for probe in ("blas", "launch", "membw", "linalg"):
+        seen = {(r.params["rank"], r.params["round"]) for r in trace.probe(probe)}
+        assert seen == {(k, i) for k in (0, 1) for i in range(cluster_rounds(2))}, probe
+        assert {r.params["ranks"] for r in trace.probe(probe)} == {2}
+    assert {r.params["link"] for r in trace.probe("allreduce")} == {"loopback"}
+    assert mismatches(trace, identity(ValidateConfig(nodes=2))) == []
+    found, _ = find_matching(tmp_path / "traces", identity(ValidateConfig(nodes=2)))
+    assert found == path
+    # and it describes only that cluster: not three ranks, not a shaped link
+    from asprof.validate.match import ClusterIdentity
+
+    assert mismatches(trace, identity(ValidateConfig(nodes=3)))
+    assert mismatches(trace, ClusterIdentity(2, "netns 200 Mbit/s", capture_host(with_torch=False)))

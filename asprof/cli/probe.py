@@ -59,23 +59,30 @@ PyTorch mps/cuda/cpu); absent ones are recorded as skipped.
 
 \b
 Writes traces/<host>-<UTC time>.json (or --out) after every probe, so Ctrl-C keeps what was
-measured. Then: asprof show TRACE, asprof plot TRACE.""")
+measured. Then: asprof show TRACE, asprof plot TRACE.
+
+\b
+With --nodes N or --hostfile FILE it probes the cluster as `asprof validate` does: the compute
+probes (blas, launch, membw, linalg; MLX) on every rank at once — ranks sharing a machine share
+its cores —, then the all-reduce ring, into traces/<host>-<N>r-<link>-<UTC>.json, the trace
+`asprof validate` and `asprof simulate --trace` then use for that cluster.""")
 @click.option("--quick", is_flag=True, help="Fewer sizes and shorter timing budgets: about a minute.")
 @click.option("--only", metavar="LIST", help="Comma-separated probes to run, e.g. blas,launch.")
-@click.option("--nodes", type=int, metavar="N", help="Also run the all-reduce probe on N local ranks (ring backend).")
-@click.option("--hostfile", type=click.Path(path_type=Path), help="Also run the all-reduce probe on an mlx.launch hostfile's hosts.")
+@click.option("--nodes", type=int, metavar="N", help="Probe a cluster of N local ranks (ring backend over loopback): "
+              "compute on every rank at once, then the all-reduce.")
+@click.option("--hostfile", type=click.Path(path_type=Path), help="Probe the cluster of an mlx.launch hostfile's hosts.")
 @click.option("--out", type=click.Path(path_type=Path), help="Trace file to write (default: traces/<host>-<UTC>.json).")
 @click.option("--level", type=click.Choice(["full", "quick", "tiny"]), hidden=True,
               help="Sweep level (tests use 'tiny'); --quick is 'quick'.")
 def command(quick, only, nodes, hostfile, out, level):
-    from asprof.probe.runner import ProbeConfig, ProbeInterrupted, run_probes
+    from asprof.probe.runner import ProbeConfig, ProbeInterrupted, run_cluster_probe, run_probes
 
     config = ProbeConfig(level=level or ("quick" if quick else "full"), only=_split_only(only),
                          nodes=nodes, hostfile=hostfile, out=out)
     progress = _Progress()
     start = time.monotonic()
     try:
-        run = run_probes(config, progress)
+        run = run_cluster_probe(config, progress) if config.cluster else run_probes(config, progress)
     except ProbeInterrupted as e:
         progress.close()
         kept = ", ".join(e.run.finished) or "no finished probe"

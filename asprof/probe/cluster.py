@@ -9,12 +9,15 @@ placement's ``link`` label ("loopback", "netns 100 Mbit/s", "hostfile h1,h2"), s
 tell whether a trace describes *this* cluster (asprof.validate.match).
 
 The trace is written atomically once everything is measured; its ``nodes`` is the rank count and
-its ``host`` is what rank 0 reported.
+its ``host`` is what rank 0 reported. `asprof probe --nodes N` / `--hostfile` and `asprof validate`
+both write it through :func:`probe_cluster`, with the same rounds (:func:`cluster_rounds`), link
+label and file name (:func:`cluster_trace_path`): one trace for both paths.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -30,6 +33,28 @@ from asprof.traces.schema import Host, Record, Skip, Trace
 # a loaded 2-core machine made time fall with size, and the α-β fit was refused (a CI failure).
 ALLREDUCE_SIZES = {"quick": (2**12, 2**14, 2**16, 2**18, 2**20, 2**22, 2**24), "tiny": (2**10, 2**17, 2**24),
                    "full": tuple(2**p for p in range(10, 27, 2))}
+
+
+# every compute measurement repeated at least this often over ranks and rounds: the hardware model
+# averages repeats, and a shared machine's speed changes from minute to minute (one rank: 6 rounds)
+MIN_REPEATS = 6
+
+
+def cluster_rounds(nodes: int, rounds: int = 3) -> int:
+    """Rounds of the cluster probe on ``nodes`` ranks: ``rounds``, and at least MIN_REPEATS / nodes."""
+    return max(rounds, -(-MIN_REPEATS // nodes))
+
+
+def hostfile_link(hostfile) -> str:
+    """The link label of an ``mlx.launch`` hostfile's ring: "hostfile a,b"."""
+    return "hostfile " + ",".join(h["ssh"] for h in read_hostfile(hostfile))
+
+
+def cluster_trace_path(directory, hostname: str | None, nodes: int, link: str) -> Path:
+    """``<directory>/<host>-<K>r-<link>-<UTC time>.json``: where a cluster probe is saved."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    slug = "".join(c if c.isalnum() else "-" for c in link).strip("-")
+    return Path(directory) / f"{hostname or 'cluster'}-{nodes}r-{slug}-{stamp}.json"
 
 
 @dataclass(frozen=True)
@@ -71,10 +96,11 @@ def _progress_events(k: int, rounds: int, progress: Callable[[str], None]):
 
 
 def probe_compute(place: Placement, level: str = "quick", rounds: int = 3,
-                  progress: Callable[[str], None] = lambda msg: None) -> tuple[list[Record], list[Skip], Host]:
-    """The compute probes on every rank of ``place`` at once, ``rounds`` times: (records tagged
-    ``rank``/``ranks``/``round``, skips, rank 0's host)."""
-    args = ("--level", level, "--rounds", str(rounds), "--probes", ",".join(COMPUTE_PROBES))
+                  progress: Callable[[str], None] = lambda msg: None,
+                  names=COMPUTE_PROBES) -> tuple[list[Record], list[Skip], Host]:
+    """The compute probes ``names`` on every rank of ``place`` at once, ``rounds`` times: (records
+    tagged ``rank``/``ranks``/``round``, skips, rank 0's host)."""
+    args = ("--level", level, "--rounds", str(rounds), "--probes", ",".join(names))
     results = launch(place.spec("asprof.probe.cluster_worker", args, timeout_s=1800.0, stall_s=300.0),
                      on_event=_progress_events(place.size, rounds, progress))
     records = [Record.from_dict(d, d["probe"]) for res in results for d in res["records"]]
@@ -109,10 +135,17 @@ def cluster_trace(place: Placement, host: Host, records, skipped, how: str) -> T
 
 
 def probe_cluster(place: Placement, out: str | Path, level: str = "quick", rounds: int = 3,
-                  progress: Callable[[str], None] = lambda msg: None) -> Trace:
-    """Measure ``place`` (compute on every rank, then the ring) and write the trace to ``out``."""
-    records, skipped, host = probe_compute(place, level, rounds, progress=progress)
-    if place.size > 1:
+                  progress: Callable[[str], None] = lambda msg: None, names=COMPUTE_PROBES + ("allreduce",)) -> Trace:
+    """Measure ``place`` (the compute probes among ``names`` on every rank, then the ring) and
+    write the trace to ``out``."""
+    compute = tuple(n for n in names if n in COMPUTE_PROBES)
+    records, skipped, host = probe_compute(place, level, rounds, progress=progress, names=compute) if compute \
+        else ([], [], None)
+    if host is None:  # the ring alone: this machine describes the cluster's rank 0
+        from asprof.traces.host import capture_host
+
+        host = capture_host(with_torch=False)
+    if place.size > 1 and "allreduce" in names:
         ring, ring_skipped = probe_ring(place, level, progress)
         records, skipped = records + ring, skipped + ring_skipped
     trace = cluster_trace(place, host, records, skipped, f"{rounds} rounds, level {level}")

@@ -23,6 +23,9 @@ from asprof.traces.schema import PROBES, Record, Skip, Trace
 # name -> module under asprof.probe, in the order they run.
 REGISTRY = {name: f"asprof.probe.{name}" for name in PROBES}
 CLUSTER_PROBES = ("allreduce",)
+# what a cluster probe (--nodes / --hostfile) measures: asprof.probe.cluster's compute probes on
+# every rank at once, then the ring — the trace `asprof validate` calibrates from
+CLUSTER_SUITE = ("blas", "launch", "membw", "linalg", "allreduce")
 
 
 @dataclass(frozen=True)
@@ -52,10 +55,18 @@ class ProbeConfig:
             read_hostfile(self.hostfile)
         if "allreduce" in self.only and self.nodes is None and self.hostfile is None:
             raise AsprofError("the allreduce probe needs a cluster: add --nodes N (local ranks) or --hostfile FILE")
+        other = [p for p in self.only if p not in CLUSTER_SUITE]
+        if other and (self.nodes is not None or self.hostfile is not None):
+            raise AsprofError(f"--only {other[0]}: a cluster probe (--nodes/--hostfile) measures "
+                              f"{', '.join(CLUSTER_SUITE)}; run `asprof probe --only {other[0]}` without a cluster")
+
+    @property
+    def cluster(self) -> bool:
+        return self.nodes is not None or self.hostfile is not None
 
     @property
     def probes(self) -> tuple[str, ...]:
-        return self.only or tuple(REGISTRY)
+        return self.only or (CLUSTER_SUITE if self.cluster else tuple(REGISTRY))
 
 
 @dataclass
@@ -123,3 +134,26 @@ def run_probes(config: ProbeConfig, progress: Callable[[Step], None] = lambda st
         raise ProbeInterrupted(run) from None
     return run
 
+
+
+def run_cluster_probe(config: ProbeConfig, progress: Callable[[Step], None] = lambda step: None) -> ProbeRun:
+    """``--nodes N`` / ``--hostfile``: the cluster probe `asprof validate` calibrates from
+    (asprof.probe.cluster) — the compute probes on every rank at once, as many rounds as
+    validate's, then the ring — saved where validate looks for it (``traces/<host>-<K>r-<link>-<UTC>.json``
+    unless ``--out``). Probe, simulate and validate then read the same trace."""
+    from asprof.probe.cluster import Placement, cluster_rounds, cluster_trace_path, hostfile_link, probe_cluster
+    from asprof.traces.host import capture_host
+
+    if config.hostfile is not None:
+        place, hostname = Placement(hostfile=str(config.hostfile), link=hostfile_link(config.hostfile)), None
+    else:
+        place, hostname = Placement(nodes=config.nodes, link="loopback"), capture_host(with_torch=False).hostname
+    path = config.out or cluster_trace_path("traces", hostname, place.size, place.link)
+    check_writable(path)
+    names = config.probes
+    rounds = cluster_rounds(place.size)
+    progress(Step(0, 1, "cluster", f"{place.size} ranks, link {place.link}: compute probes on every rank at once "
+                                   f"({rounds} rounds), then the ring"))
+    trace = probe_cluster(place, path, level=config.level, rounds=rounds, names=names,
+                          progress=lambda msg: progress(Step(1, 1, "cluster", msg)))
+    return ProbeRun(path=Path(path), trace=trace, finished=list(names))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -73,9 +72,9 @@ class ValidationResult:
 # -- 1. placement ---------------------------------------------------------------------------------
 def link_label(cfg: ValidateConfig) -> str:
     if cfg.hostfile is not None:
-        from asprof.cluster.launch import read_hostfile
+        from asprof.probe.cluster import hostfile_link
 
-        return "hostfile " + ",".join(h["ssh"] for h in read_hostfile(cfg.hostfile))
+        return hostfile_link(cfg.hostfile)
     if cfg.netns_rate is not None:
         return f"netns {cfg.netns_rate:g} Mbit/s"
     return "loopback"
@@ -134,25 +133,21 @@ def calibration_trace(cfg: ValidateConfig, place: Placement, progress: Progress)
 
 
 def new_trace_path(cfg: ValidateConfig, place: Placement, want=None) -> Path:
+    from asprof.probe.cluster import cluster_trace_path
     from asprof.traces.io import check_writable
 
     want = want or identity(cfg)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    host = want.host.hostname if want.host else "cluster"
-    slug = "".join(c if c.isalnum() else "-" for c in place.link).strip("-")
-    path = Path(cfg.traces_dir) / f"{host}-{cfg.world_size}r-{slug}-{stamp}.json"
+    path = cluster_trace_path(cfg.traces_dir, want.host.hostname if want.host else None, cfg.world_size, place.link)
     check_writable(path)
     return path
 
 
-MIN_REPEATS = 6
-
-
 def probe_rounds(cfg: ValidateConfig) -> int:
     """Rounds of the cluster probe: --probe-rounds, and at least enough that every measurement
-    is repeated MIN_REPEATS times over ranks and rounds — the hardware model averages repeats,
-    and a shared machine's speed changes from minute to minute (one rank: 6 rounds)."""
-    return max(cfg.probe_rounds, -(-MIN_REPEATS // cfg.world_size))
+    is repeated MIN_REPEATS times over ranks and rounds (asprof.probe.cluster.cluster_rounds)."""
+    from asprof.probe.cluster import cluster_rounds
+
+    return cluster_rounds(cfg.world_size, cfg.probe_rounds)
 
 
 # -- 3. measurement ---------------------------------------------------------------------------------
