@@ -1,4 +1,11 @@
-"""Fidelity of the simulator against real MLX training on namespace-ring clusters (issue 5).
+"""Fidelity of the simulator against real MLX training on namespace-ring clusters (issues 5, 16).
+
+Three modes. ``--random --seed S --cells N [--split dev|report]`` (issue 16, fidelity_random.py):
+configurations drawn with the seed from wide ranges (fidelity_draw.py), each sized to a
+step-time budget (--budget seconds a pass) from its cluster's trace, validated, its raw records
+written to benchmarks/records/<split>-<seed>/cell-NN.json.gz (fidelity_records.py) and the
+figures re-simulated from them, with bootstrap intervals (fidelity_stats.py).
+``--resim DIR [--json]``: the summary again from the records in DIR alone. Without either: the grid.
 
 Grid: optimizers (adam, kpop, topkpop) × nodes × models × link rates, every cell one
 `asprof validate` comparison of the same N steps (the first W excluded). With one node there is
@@ -20,6 +27,8 @@ the machine before and after is printed, since other programs change every timin
                                                              # models tiny and kpop-1.7m, rates 200, 2000
     sudo python benchmarks/bench_fidelity.py                 # each cluster probed just before its cells
     python benchmarks/bench_fidelity.py --quick              # 1-2 nodes, tiny only, a smoke run
+    sudo python benchmarks/bench_fidelity.py --random --seed 7 --cells 24 --split dev   # a development split
+    python benchmarks/bench_fidelity.py --resim benchmarks/records/dev-7 --json         # its summary, from the repo
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asprof.spec import BYTE_VOCAB, RunChoices  # noqa: E402
+from fidelity_machine import OtherLoad, canary, load, wait_quiet  # noqa: E402
+from fidelity_records import passes_disagree_pct as rerun_pct  # noqa: E402
 from asprof.validate.config import ValidateConfig  # noqa: E402
 from asprof.validate.run import run_validation  # noqa: E402
 
@@ -44,95 +55,6 @@ from asprof.validate.run import run_validation  # noqa: E402
 # "small" (hidden 256) spends ~1.8 s per KPOP step in its rotations on MLX's reference BLAS, which
 # would stretch the grid past an hour on 2 cores.
 MODELS = {"tiny": (8, 64), "small": (2, 64), "kpop-1.7m": (4, 64)}
-
-
-def load() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
-
-
-def other_cpu(seconds: float = 2.0) -> float:
-    """CPU use of processes outside this benchmark's tree, in cores (a busy machine skews timings)."""
-    import psutil
-
-    me = psutil.Process()
-    mine = {me.pid} | {c.pid for c in me.children(recursive=True)}
-    procs = [p for p in psutil.process_iter() if p.pid not in mine]
-    for p in procs:
-        try:
-            p.cpu_percent(None)
-        except psutil.Error:
-            pass
-    time.sleep(seconds)
-    total = 0.0
-    for p in procs:
-        try:
-            total += p.cpu_percent(None)
-        except psutil.Error:
-            pass
-    return total / 100.0
-
-
-def rerun_pct(c) -> float:
-    """How far the run's two measurements of the same steps disagree: the measured ratio of the
-    plain to the instrumented pass over the predicted one, minus 1 (percent). The simulator can
-    hardly be more accurate than the measurement repeats itself."""
-    return 100.0 * ((c.measured_mean_s / c.measured_instrumented_s) / (c.predicted_mean_s / c.predicted_instrumented_s) - 1.0)
-
-
-def canary() -> float:
-    """Seconds of a fixed little workload (a chain of 32 GEMMs of 128³ and an exp over 2^16
-    floats on MLX's CPU stream), best of 5: the machine's speed right now. This VM, with no
-    other process visible, alternates second by second between two speeds ~1.6x apart (another
-    tenant on the host, presumably); printed next to every cell for the record."""
-    import mlx.core as mx
-
-    a = mx.random.normal((128, 128), key=mx.random.key(1)) / 12.0
-    x = mx.random.normal((2**16,), key=mx.random.key(2))
-    mx.eval(a, x)
-
-    def work():
-        y = a
-        for _ in range(32):
-            y = y @ a
-        return y, mx.exp(x)
-
-    warm = time.perf_counter()
-    while time.perf_counter() - warm < 0.5:  # after idle seconds the first runs are slow
-        mx.eval(work())
-    best = float("inf")
-    for _ in range(5):
-        t = time.perf_counter()
-        mx.eval(work())
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
-class OtherLoad:
-    """Samples, in a background thread, the CPU used by processes outside this benchmark's tree
-    (cores, averaged over the block): a cell measured while others computed is not kept."""
-
-    def __init__(self, every_s: float = 1.0):
-        import threading
-
-        self.every_s, self.samples, self.stop = every_s, [], threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self.stop.is_set():
-            self.samples.append(other_cpu(self.every_s))
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.samples) if self.samples else 0.0
 
 
 def steps_for(cfg: ValidateConfig, min_seconds: float, max_steps: int) -> int:
@@ -177,17 +99,6 @@ def probe_cluster(cfg: ValidateConfig, max_busy: float) -> None:
     print(f"  probed {cfg.world_size} rank(s), {place.link}: {choice.path} ({time.monotonic() - start:.0f} s)", flush=True)
 
 
-def wait_quiet(max_cores: float, patience_s: float) -> float:
-    """Wait (up to patience_s) until other processes use less than max_cores; returns their use."""
-    deadline = time.monotonic() + patience_s
-    while True:
-        busy = other_cpu()
-        if busy < max_cores or time.monotonic() > deadline:
-            return busy
-        print(f"  (machine busy: other processes use {busy:.2f} cores; waiting)", flush=True)
-        time.sleep(20)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", default="1,2,4")
@@ -213,7 +124,34 @@ def main(argv=None) -> int:
                     help="re-run a cell when the canary before or after differs from the reference by more than this "
                          "(default: never; this VM alternates between two speeds second by second, so a canary "
                          "mostly tells which one it hit)")
+    rnd = ap.add_argument_group("random split (issue 16)")
+    rnd.add_argument("--random", action="store_true", help="draw configurations with --seed instead of the grid")
+    rnd.add_argument("--seed", type=int, default=None, help="the split's seed")
+    rnd.add_argument("--cells", type=int, default=24, help="cells (configuration x optimizer) to draw")
+    rnd.add_argument("--split", choices=("dev", "report"), default="dev",
+                     help="dev: a seed models may be tuned on; report: a fresh seed after the code is frozen, run once")
+    rnd.add_argument("--budget", type=float, default=20.0, help="seconds a measured pass should last")
+    rnd.add_argument("--min-compared", type=int, default=8, help="steps compared at least (after warm-up + 1)")
+    rnd.add_argument("--records", default=None, help="where the records go (default benchmarks/records/<split>-<seed>)")
+    rnd.add_argument("--probe-level", default="quick", choices=("full", "quick", "tiny"))
+    rnd.add_argument("--probe-rounds", type=int, default=3)
+    rnd.add_argument("--patience", type=float, default=900.0, help="seconds to wait for a quiet machine before a cell")
+    rnd.add_argument("--resim", metavar="DIR", default=None, help="re-simulate the records in DIR and summarise")
+    rnd.add_argument("--json", action="store_true", help="with --resim: print the summary and every cell as JSON")
     args = ap.parse_args(argv)
+    if args.resim is not None:
+        return resim_main(args)
+    if args.random:
+        if args.seed is None or args.cells < 1:
+            ap.error("--random needs --seed S and --cells N >= 1")
+        if args.traces_dir is None:
+            args.traces_dir = time.strftime("bench-traces/%Y%m%dT%H%M%SZ", time.gmtime())
+        import signal
+
+        from fidelity_random import run_split
+
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+        return run_split(args)
     if args.quick:
         args.nodes, args.models, args.rates = "1,2", "tiny", "200"
     nodes = [int(x) for x in args.nodes.split(",")]
@@ -303,6 +241,28 @@ def main(argv=None) -> int:
           f"expects between them, by a median {statistics.median(reruns):.1f}% and at most {max(reruns):.1f}%")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.out, "fidelity.json").write_text(json.dumps({"summary": summary, "cells": cells, "args": vars(args)}, indent=1))
+    return 0
+
+
+def resim_main(args) -> int:
+    """``--resim DIR``: every cell re-simulated from its record, and the summary (fidelity_records)."""
+    from fidelity_random import print_summary
+    from fidelity_records import resim_directory
+
+    try:
+        cells, summary = resim_directory(args.resim)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"bench_fidelity: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({**summary, "per_cell": cells}, indent=1))
+        return 0
+    for c in cells:
+        lo, hi = c["mean_error_ci"]
+        print(f"{c['group']:14s} K={c['nodes']} {c['label']:14s} meas {c['measured_mean_s'] * 1e3:8.1f} ms  "
+              f"pred {c['predicted_mean_s'] * 1e3:8.1f} ms  err {c['mean_error_pct']:+6.1f}% [{lo:+.1f}, {hi:+.1f}]  "
+              f"band {c['band_fraction']:4.0%}{'  noise-limited' if c['noise_limited'] else ''}")
+    print_summary(summary, str(args.resim))
     return 0
 
 

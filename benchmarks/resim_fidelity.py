@@ -23,37 +23,26 @@ import argparse
 import json
 import statistics
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from asprof.traces.io import load_trace  # noqa: E402
-from asprof.validate.compare import compare  # noqa: E402
 from asprof.validate.config import ValidateConfig  # noqa: E402
-from asprof.validate.run import predict_run  # noqa: E402
-
-
-def run_records(trace, i: int, pool: bool):
-    """The records run ``i`` of a --probe-during cell was predicted from: its own rounds (run i's
-    rounds are numbered 1000·i…, asprof.validate.run) and the ring; all of them with ``pool``."""
-    keep = [r for r in trace.records
-            if pool or r.probe == "allreduce" or 1000 * i <= r.params.get("round", -1) < 1000 * (i + 1)]
-    return replace(trace, records=tuple(keep))
+from fidelity_records import resimulate  # noqa: E402
 
 
 def cell_results(path: Path, gemm_shapes: bool | None, pool: bool, spread_all: bool = True):
+    """Each run of a grid cell's ``validate.json`` re-simulated (fidelity_records.resimulate, the
+    function --resim uses on committed records) from the trace it names."""
     doc = json.loads(path.read_text())
     cfg = ValidateConfig.from_dict(doc["config"])
     trace = load_trace(doc["trace"]["path"])
     for i, spec in enumerate(cfg.specs()):
         label = spec.optimizer.label
         measured = doc["optimizers"][label]["training"]["step_time_s"]
-        own = run_records(trace, i, pool) if cfg.probe_during else trace
-        whole = trace if cfg.probe_during and spread_all else None
-        replicas, _, breakdown, _ = predict_run(cfg, own, spec, gemm_shapes=gemm_shapes, spread_from=whole)
-        c = compare(label, measured, replicas, cfg.skip, None, None, breakdown)
+        c = resimulate(cfg, trace, spec, i, measured, pool=pool, spread_all=spread_all, gemm_shapes=gemm_shapes)
         m = np.asarray(c.measured_s)
         inside = int(((m >= np.asarray(c.band_lo_s)) & (m <= np.asarray(c.band_hi_s))).sum())
         yield cfg, label, c, inside
