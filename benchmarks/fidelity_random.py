@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from asprof.spec import RunChoices, timed_from  # noqa: E402
 from fidelity_draw import Draw, draw_split  # noqa: E402
@@ -118,8 +120,10 @@ def run_split(args) -> int:
         skip = cfg.skip
 
         def predict_step(batch):
-            c = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, batch=batch), replicas=2)
-            return max(sum(predict_run(c, trace, s)[0][0][skip:]) / (c.steps - skip) for s in c.specs())
+            """The slowest optimizer's mean step over sampled replicas (the sampled steps can be
+            far from the median ones on a noisy trace: the mean is what a pass costs)."""
+            c = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, batch=batch), replicas=4)
+            return max(float(np.mean([r[skip:] for r in predict_run(c, trace, s)[0]])) for s in c.specs())
 
         sizing = size_cell(draw, predict_step, args.budget, args.min_compared, args.max_steps)
         cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, batch=sizing["batch"]), steps=sizing["steps"])
