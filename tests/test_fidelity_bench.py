@@ -181,3 +181,26 @@ def test_a_record_is_small_and_resimulates_alone(tmp_path, monkeypatch, probe_tr
     bad.write_bytes(gzip.compress(b'{"schema": "other"}'))
     with pytest.raises(ValueError, match="not a asprof.fidelity-cell"):
         read_cell(bad)
+
+
+SMOKE = Path(__file__).resolve().parents[1] / "benchmarks" / "records" / "smoke-dev-29"
+
+
+def test_committed_records_resimulate_from_the_repo_alone():
+    """`bench_fidelity.py --resim DIR --json` on records in the repo (a smoke split, labelled so):
+    the summary's figures and intervals, every cell, and a prediction from the compacted trace
+    within a point of validate's own from the full one."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, str(SMOKE.parents[1] / "bench_fidelity.py"), "--resim", str(SMOKE), "--json"],
+                         capture_output=True, text=True, timeout=600, cwd="/")
+    assert out.returncode == 0, out.stderr[-2000:]
+    doc = json.loads(out.stdout)
+    for key in ("median_abs_error_pct", "max_abs_error_pct", "band_fraction", "min_cell_band_fraction", "cells",
+                "median_abs_error_ci", "max_abs_error_ci", "band_ci", "min_cell_band_ci", "noise_limited_cells"):
+        assert key in doc, key
+    assert doc["cells"] == len(doc["per_cell"]) == 4
+    errs = sorted(abs(c["mean_error_pct"]) for c in doc["per_cell"])
+    assert doc["max_abs_error_pct"] == pytest.approx(errs[-1])
+    for c in doc["per_cell"]:
+        assert abs(c["mean_error_pct"] - c["live_mean_error_pct"]) < 1.0, c
