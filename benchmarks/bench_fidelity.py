@@ -3,7 +3,7 @@
 Three modes. ``--random --seed S --cells N [--split dev|report]`` (issue 16, fidelity_random.py):
 configurations drawn with the seed from wide ranges (fidelity_draw.py), each sized to a
 step-time budget (--budget seconds a pass) from its cluster's trace, validated, its raw records
-written to benchmarks/records/<split>-<seed>/cell-NN.json.gz (fidelity_records.py) and the
+written to benchmarks/records/dev-<seed>/ or fidelity-report/ as cell-NN.json.gz (fidelity_records.py) and the
 figures re-simulated from them, with bootstrap intervals (fidelity_stats.py).
 ``--resim DIR [--json]``: the summary again from the records in DIR alone. Without either: the grid.
 
@@ -131,7 +131,8 @@ def main(argv=None) -> int:
                      help="dev: a seed models may be tuned on; report: a fresh seed after the code is frozen, run once")
     rnd.add_argument("--budget", type=float, default=20.0, help="seconds a measured pass should last")
     rnd.add_argument("--min-compared", type=int, default=8, help="steps compared at least (after warm-up + 1)")
-    rnd.add_argument("--records", default=None, help="where the records go (default benchmarks/records/<split>-<seed>)")
+    rnd.add_argument("--records", default=None, help="where the records go (default benchmarks/records/dev-<seed>, "
+                                                                   "or benchmarks/records/fidelity-report)")
     rnd.add_argument("--probe-level", default="quick", choices=("full", "quick", "tiny"))
     rnd.add_argument("--probe-rounds", type=int, default=3)
     rnd.add_argument("--patience", type=float, default=900.0, help="seconds to wait for a quiet machine before a cell")

@@ -45,6 +45,13 @@ def size_cell(draw: Draw, predict_step, budget_s: float, min_compared: int = 8, 
             "predicted_pass_s": steps * step, "budget_s": budget_s, "min_compared": min_compared}
 
 
+def default_records(split: str, seed: int) -> str:
+    """Where a split's records go: the one report split in benchmarks/records/fidelity-report/
+    (issue 16's acceptance command reads it there), a development split under dev-<seed>/."""
+    records = Path(__file__).resolve().parent / "records"
+    return str(records / ("fidelity-report" if split == "report" else f"{split}-{seed}"))
+
+
 def git_commit() -> str:
     root = Path(__file__).resolve().parents[1]
     try:
@@ -97,7 +104,7 @@ def run_split(args) -> int:
 
     shaped = why_unavailable() is None
     draws = draw_split(args.seed, args.cells, shaped=shaped)
-    records = Path(args.records or f"benchmarks/records/{args.split}-{args.seed}")
+    records = Path(args.records or default_records(args.split, args.seed))
     if args.split == "report" and any(records.glob("cell-*.json.gz")):
         print(f"bench_fidelity: {records} already holds a report split: it is recorded once, never again "
               "(draw a fresh seed)", file=sys.stderr)

@@ -2,7 +2,7 @@
 gzip JSON file, small enough to commit, from which the prediction is computed again with no
 other file — and the one function that re-simulates a run (this path and resim_fidelity.py's).
 
-``benchmarks/records/<split>-<seed>/cell-NN.json.gz``::
+``benchmarks/records/dev-<seed>/cell-NN.json.gz`` (the report split: ``benchmarks/records/fidelity-report/``)::
 
     {"schema": "asprof.fidelity-cell", "version": 1, "split": "dev" | "report" | "smoke-dev", "seed": S,
      "draw": {...the drawn configuration, fidelity_draw.Draw...},

@@ -6,7 +6,7 @@ and the fraction of measured steps inside the simulated p5–p95 band, each with
 interval over the compared steps (``scipy.stats.bootstrap``, percentile method). A run's steps
 are not independent — the machine has slow and fast spells seconds long (docs/validate.md §6.2:
 lag-1 autocorrelation 0.2–0.6) — so the bootstrap resamples *blocks* of consecutive steps (their
-means), block length ⌈n^(1/3)⌉, the usual rule for a moving-block bootstrap; resampling single
+means), block length ⌈n^(1/3)⌉ (at most n/2), the usual rule for a moving-block bootstrap; resampling single
 steps would make the interval too narrow. The predicted mean is over 20 replicas × the steps and
 is taken as exact.
 
@@ -48,7 +48,8 @@ def _boot(data: tuple, statistic, paired: bool = False, seed: int = 0) -> tuple[
 
 
 def block_length(n: int) -> int:
-    return max(1, math.ceil(n ** (1 / 3)))
+    """⌈n^(1/3)⌉, but short enough to leave two blocks (a bootstrap needs two samples)."""
+    return max(1, min(math.ceil(n ** (1 / 3)), n // 2))
 
 
 def block_means(x) -> np.ndarray:

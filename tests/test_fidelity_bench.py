@@ -82,6 +82,7 @@ def test_the_budget_sizes_steps_and_batch():
 
 def test_block_means_and_an_exact_error():
     assert list(block_means([1, 2, 3, 4, 5, 6, 7, 8])) == [1.5, 3.5, 5.5, 7.5]  # blocks of ceil(8^(1/3)) = 2
+    assert list(block_means([1, 2, 3])) == [1, 2, 3]  # three steps: still two blocks or more
     f = cell_figures([0.1] * 27, 0.11, [True] * 27)
     assert f["mean_error_pct"] == pytest.approx(10.0)
     assert f["mean_error_ci"] == pytest.approx([10.0, 10.0])  # no spread, no width
