@@ -45,8 +45,9 @@ SAMPLE_BUDGET = 12_000  # samples kept over a whole trace (at most max_samples p
 
 
 def sig(x, digits: int = DIGITS):
-    """``x`` to ``digits`` significant digits (ints, bools, strings and None as they are)."""
-    if isinstance(x, float) and math.isfinite(x) and x != 0.0:
+    """``x`` to ``digits`` significant digits; whole numbers (counts, bytes, flops), ints, bools,
+    strings and None as they are."""
+    if isinstance(x, float) and math.isfinite(x) and x != int(x):
         return float(f"{x:.{digits - 1}e}")
     if isinstance(x, list):
         return [sig(v, digits) for v in x]
@@ -63,17 +64,45 @@ def thin(samples, keep: int) -> list[float]:
     return [float(v) for v in s[np.round(np.linspace(0, len(s) - 1, keep)).astype(int)]]
 
 
-def compact_trace(trace: Trace, max_samples: int = 16, budget: int = SAMPLE_BUDGET) -> Trace:
-    """The trace as a record keeps it (module doc); still a valid trace."""
+DROPPED = ("iqr_s", "min_s", "mean_s", "cv", "first_s", "warnings")  # not read by the simulator
+
+
+def pack_trace(trace: Trace, max_samples: int = 16, budget: int = SAMPLE_BUDGET) -> dict:
+    """The trace as a record keeps it (module doc): the simulator reads a measurement's
+    ``median_s``, its samples and its metrics; the rest of its timing summary and the ``series``
+    are dropped (:func:`unpack_trace` recomputes the summary from the kept samples)."""
     d = trace.to_dict()
     timed = [r for recs in d["probes"].values() for r in recs if r.get("timing")]
     keep = max(3, min(max_samples, budget // max(1, len(timed))))
+    for recs in d["probes"].values():
+        for r in recs:
+            r.pop("series", None)
     for r in timed:
         t = r["timing"]
-        t["samples_s"] = thin(t["samples_s"], keep)
-        t.pop("warnings", None)
-        t["first_s"] = None
-    return Trace.from_dict(sig(d))
+        for k in DROPPED:
+            t.pop(k, None)
+        t["samples_s"] = sig(thin(t["samples_s"], keep), DIGITS - 1)
+    return sig(d)
+
+
+def unpack_trace(d: dict) -> Trace:
+    """A valid trace from :func:`pack_trace`'s dict (the timing summaries from the kept samples)."""
+    d = json.loads(json.dumps(d))
+    for recs in d["probes"].values():
+        for r in recs:
+            t = r.get("timing")
+            if t and "mean_s" not in t:
+                x = np.asarray(t["samples_s"], dtype=float)
+                q1, q3 = np.percentile(x, [25, 75])
+                mean = float(x.mean())
+                t.update(iqr_s=float(q3 - q1), min_s=float(x.min()), mean_s=mean,
+                         cv=float(x.std(ddof=1) / mean) if len(x) > 1 and mean > 0 else 0.0)
+    return Trace.from_dict(d)
+
+
+def compact_trace(trace: Trace, **kw) -> Trace:
+    """The trace the record's prediction is computed from (pack, then unpack)."""
+    return unpack_trace(pack_trace(trace, **kw))
 
 
 def cell_record(split: str, seed: int, draw, sizing: dict, cfg, result, trace: Trace, model_config: dict | None,
@@ -93,7 +122,7 @@ def cell_record(split: str, seed: int, draw, sizing: dict, cfg, result, trace: T
     return {"schema": SCHEMA, "version": VERSION, "split": split, "seed": seed, "draw": draw.to_dict(),
             "sizing": sizing, "config": config, "model_config": model_config,
             "hostfile": json.loads(Path(cfg.hostfile).read_text()) if cfg.hostfile else None,
-            "trace": compact_trace(trace).to_dict(), "runs": runs, "recorded": recorded}
+            "trace": pack_trace(trace), "runs": runs, "recorded": recorded}
 
 
 def write_cell(directory: str | Path, record: dict) -> Path:
@@ -176,7 +205,7 @@ def resim_record(record: dict, seed: int = 0, **variant) -> list[dict]:
     figures of fidelity_stats.cell_figures, its group, label, means and worst phase."""
     from fidelity_stats import cell_figures
 
-    trace = Trace.from_dict(record["trace"])
+    trace = unpack_trace(record["trace"])
     out = []
     with tempfile.TemporaryDirectory() as work:
         cfg = record_config(record, work)

@@ -144,7 +144,8 @@ def probe_trace(tmp_path):
 def test_a_record_is_small_and_resimulates_alone(tmp_path, monkeypatch, probe_trace):
     """Write a record (a real trace, a random model; measured steps as data), read it back in a
     fresh directory and re-simulate it: the same figures twice, the compacted trace still valid."""
-    from fidelity_records import cell_files, compact_trace, read_cell, resim_directory, resim_record, write_cell
+    from fidelity_records import (cell_files, compact_trace, pack_trace, read_cell, resim_directory, resim_record,
+                                  write_cell)
 
     from asprof.traces.schema import Trace
     from asprof.validate.config import ValidateConfig
@@ -159,12 +160,19 @@ def test_a_record_is_small_and_resimulates_alone(tmp_path, monkeypatch, probe_tr
     compact = compact_trace(probe_trace)
     assert isinstance(Trace.from_dict(compact.to_dict()), Trace)
     assert max(len(r.timing.samples_s) for r in compact.records if r.timing) <= 16
+    for full, kept in zip(probe_trace.records, compact.records):  # what the simulator reads, to 4 digits
+        assert (full.probe, full.op, full.params) == (kept.probe, kept.op, kept.params)
+        assert kept.metrics == pytest.approx(full.metrics, rel=5e-4)
+        if full.timing:
+            assert kept.timing.median_s == pytest.approx(full.timing.median_s, rel=5e-4)
+            assert min(kept.timing.samples_s) == pytest.approx(min(full.timing.samples_s), rel=5e-3)
+            assert max(kept.timing.samples_s) == pytest.approx(max(full.timing.samples_s), rel=5e-3)
     steps = [0.02 + 0.001 * i for i in range(8)]
     runs = [{"label": s.optimizer.label, "index": i, "step_time_s": steps, "phases_s": [],
              "live": {"mean_error_pct": 0.0}} for i, s in enumerate(cfg.specs())]
     record = {"schema": "asprof.fidelity-cell", "version": 1, "split": "dev", "seed": 0, "draw": d.to_dict(),
               "sizing": {}, "config": cfg.to_dict(), "model_config": d.model_config, "hostfile": None,
-              "trace": compact.to_dict(), "runs": runs, "recorded": {}}
+              "trace": pack_trace(probe_trace), "runs": runs, "recorded": {}}
     path = write_cell(tmp_path / "records", record)
     assert path.name == f"cell-{d.index:02d}.json.gz" and path.stat().st_size < 200_000
     assert write_cell(tmp_path / "again", record).read_bytes() == path.read_bytes()  # reproducible bytes
