@@ -99,7 +99,8 @@ def run_split(args) -> int:
     from asprof.traces.io import load_trace
     from asprof.validate.run import predict_run, run_validation
     from fidelity_machine import OtherLoad, load, wait_quiet
-    from fidelity_records import cell_record, resim_record, write_cell
+    from asprof.errors import AsprofError
+    from fidelity_records import cell_record, failure_record, resim_record, write_cell
     from fidelity_stats import summarise
 
     shaped = why_unavailable() is None
@@ -137,8 +138,15 @@ def run_split(args) -> int:
         print(f"  sized: batch {sizing['batch']} (drawn {draw.batch}), {sizing['steps']} steps, predicted step "
               f"{sizing['predicted_step_s'] * 1e3:.0f} ms", flush=True)
         start = time.monotonic()
-        with OtherLoad() as other:
-            res = run_validation(cfg, progress=say)
+        try:
+            with OtherLoad() as other:
+                res = run_validation(cfg, progress=say)
+        except AsprofError as e:  # recorded as it happened: a split is never re-drawn
+            failed = {"utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": git_commit(),
+                      "load": load(), "failed": str(e)}
+            path = write_cell(records, failure_record(args.split, args.seed, draw, sizing, cfg, mc, failed))
+            print(f"  FAILED: {e} (recorded in {path})", flush=True)
+            continue
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
         Path(cfg.out, "validate.json").write_text(json.dumps(res.to_dict()))
         recorded = {"utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": git_commit(),
@@ -157,6 +165,9 @@ def run_split(args) -> int:
                   flush=True)
         print(f"  recorded {path} ({path.stat().st_size / 1024:.0f} KiB, {recorded['wall_s']:.0f} s, "
               f"others {other.mean:.2f} cores)", flush=True)
+    if not cells:
+        print("no configuration ran to the end", file=sys.stderr)
+        return 1
     summary = summarise(cells)
     print_summary(summary, f"{args.split}-{args.seed}", (time.monotonic() - t0) / 60)
     return 0
@@ -173,4 +184,5 @@ def print_summary(s: dict, name: str, minutes: float | None = None) -> None:
           f"{ci('max_abs_error_ci')}; band {s['band_fraction']:.0%} [{s['band_ci'][0]:.0%}, {s['band_ci'][1]:.0%}], "
           f"smallest cell {s['min_cell_band_fraction']:.0%}; mean signed {s['mean_signed_error_pct']:+.1f}%; "
           f"ranking right in {s['ranking_correct_groups']}/{s['ranking_groups']} configurations; "
-          f"{s['noise_limited_cells']} cell(s) noise-limited ({s['confidence']:.0%} intervals){took}")
+          f"{s['noise_limited_cells']} cell(s) noise-limited ({s['confidence']:.0%} intervals)"
+          + (f"; {s['failed_configurations']} configuration(s) FAILED" if s.get("failed_configurations") else "") + took)

@@ -125,6 +125,14 @@ def cell_record(split: str, seed: int, draw, sizing: dict, cfg, result, trace: T
             "trace": pack_trace(trace), "runs": runs, "recorded": recorded}
 
 
+def failure_record(split: str, seed: int, draw, sizing: dict, cfg, model_config: dict | None, recorded: dict) -> dict:
+    """The record of a configuration whose validation failed (``recorded["failed"]`` says why):
+    kept, so a split's failures are counted, never hidden by a re-draw."""
+    return {"schema": SCHEMA, "version": VERSION, "split": split, "seed": seed, "draw": draw.to_dict(),
+            "sizing": sizing, "config": cfg.to_dict(), "model_config": model_config, "hostfile": None,
+            "trace": None, "runs": [], "recorded": recorded}
+
+
 def write_cell(directory: str | Path, record: dict) -> Path:
     """``directory/cell-NN.json.gz``, written atomically, byte-identical for the same record."""
     path = Path(directory) / f"cell-{record['draw']['index']:02d}.json.gz"
@@ -205,6 +213,8 @@ def resim_record(record: dict, seed: int = 0, **variant) -> list[dict]:
     figures of fidelity_stats.cell_figures, its group, label, means and worst phase."""
     from fidelity_stats import cell_figures
 
+    if not record["runs"]:  # a failed configuration (failure_record)
+        return []
     trace = unpack_trace(record["trace"])
     out = []
     with tempfile.TemporaryDirectory() as work:
@@ -234,5 +244,9 @@ def resim_directory(directory: str | Path, seed: int = 0, **variant) -> tuple[li
     files = cell_files(directory)
     if not files:
         raise FileNotFoundError(f"{directory}: no cell-*.json.gz records")
-    cells = [c for f in files for c in resim_record(read_cell(f), seed=seed, **variant)]
-    return cells, summarise(cells, seed=seed)
+    records = [read_cell(f) for f in files]
+    cells = [c for r in records for c in resim_record(r, seed=seed, **variant)]
+    if not cells:
+        raise ValueError(f"{directory}: every configuration failed")
+    failed = [r["recorded"].get("failed") for r in records if not r["runs"]]
+    return cells, {**summarise(cells, seed=seed), "failed_configurations": len(failed), "failures": failed}

@@ -144,8 +144,8 @@ def probe_trace(tmp_path):
 def test_a_record_is_small_and_resimulates_alone(tmp_path, monkeypatch, probe_trace):
     """Write a record (a real trace, a random model; measured steps as data), read it back in a
     fresh directory and re-simulate it: the same figures twice, the compacted trace still valid."""
-    from fidelity_records import (cell_files, compact_trace, pack_trace, read_cell, resim_directory, resim_record,
-                                  write_cell)
+    from fidelity_records import (cell_files, compact_trace, failure_record, pack_trace, read_cell, resim_directory,
+                                  resim_record, write_cell)
 
     from asprof.traces.schema import Trace
     from asprof.validate.config import ValidateConfig
@@ -182,8 +182,12 @@ def test_a_record_is_small_and_resimulates_alone(tmp_path, monkeypatch, probe_tr
     first, second = resim_record(back), resim_record(back)
     assert first == second and [c["label"] for c in first] == ["adam", "kpop"]
     assert all(c["compared"] == 8 - 2 and c["measured_mean_s"] == pytest.approx(np.mean(steps[2:])) for c in first)
+    # a configuration whose run failed is recorded and counted, not dropped
+    write_cell(tmp_path / "records", failure_record("dev", 0, replace(d, index=d.index + 1), {}, cfg, None,
+                                                    {"failed": "rank 1 was killed by signal 9"}))
     cells, summary = resim_directory(tmp_path / "records")
     assert summary["cells"] == 2 and summary["groups"] == 1
+    assert summary["failed_configurations"] == 1 and summary["failures"] == ["rank 1 was killed by signal 9"]
     assert summary["median_abs_error_pct"] == pytest.approx(np.median([abs(c["mean_error_pct"]) for c in first]))
     bad = tmp_path / "bad" / "cell-00.json.gz"
     bad.parent.mkdir()
