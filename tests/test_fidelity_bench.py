@@ -159,14 +159,12 @@ def test_a_record_is_small_and_resimulates_alone(tmp_path, monkeypatch, probe_tr
                                                  optimizers=d.optimizers, warmup=1), steps=8, replicas=3)
     compact = compact_trace(probe_trace)
     assert isinstance(Trace.from_dict(compact.to_dict()), Trace)
-    assert max(len(r.timing.samples_s) for r in compact.records if r.timing) <= 16
-    for full, kept in zip(probe_trace.records, compact.records):  # what the simulator reads, to 4 digits
+    for full, kept in zip(probe_trace.records, compact.records):  # what the simulator reads, to 4 / 3 digits
         assert (full.probe, full.op, full.params) == (kept.probe, kept.op, kept.params)
         assert kept.metrics == pytest.approx(full.metrics, rel=5e-4)
         if full.timing:
             assert kept.timing.median_s == pytest.approx(full.timing.median_s, rel=5e-4)
-            assert min(kept.timing.samples_s) == pytest.approx(min(full.timing.samples_s), rel=5e-3)
-            assert max(kept.timing.samples_s) == pytest.approx(max(full.timing.samples_s), rel=5e-3)
+            assert kept.timing.samples_s == pytest.approx(full.timing.samples_s, rel=5e-3)  # every sample
     steps = [0.02 + 0.001 * i for i in range(8)]
     runs = [{"label": s.optimizer.label, "index": i, "step_time_s": steps, "phases_s": [],
              "live": {"mean_error_pct": 0.0}} for i, s in enumerate(cfg.specs())]
@@ -196,13 +194,13 @@ def test_a_record_is_small_and_resimulates_alone(tmp_path, monkeypatch, probe_tr
         read_cell(bad)
 
 
-SMOKE = Path(__file__).resolve().parents[1] / "benchmarks" / "records" / "smoke-dev-29"
+SMOKE = Path(__file__).resolve().parents[1] / "benchmarks" / "records" / "smoke-dev-263"
 
 
 def test_committed_records_resimulate_from_the_repo_alone():
     """`bench_fidelity.py --resim DIR --json` on records in the repo (a smoke split, labelled so):
-    the summary's figures and intervals, every cell, and a prediction from the compacted trace
-    within a point of validate's own from the full one."""
+    the summary's figures and intervals, every cell, and the prediction from the compacted trace
+    that of validate's own from the full one (to 0.1 point)."""
     import subprocess
 
     out = subprocess.run([sys.executable, str(SMOKE.parents[1] / "bench_fidelity.py"), "--resim", str(SMOKE), "--json"],
@@ -216,4 +214,4 @@ def test_committed_records_resimulate_from_the_repo_alone():
     errs = sorted(abs(c["mean_error_pct"]) for c in doc["per_cell"])
     assert doc["max_abs_error_pct"] == pytest.approx(errs[-1])
     for c in doc["per_cell"]:
-        assert abs(c["mean_error_pct"] - c["live_mean_error_pct"]) < 1.0, c
+        assert abs(c["mean_error_pct"] - c["live_mean_error_pct"]) < 0.1, c
