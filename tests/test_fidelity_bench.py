@@ -179,6 +179,13 @@ def test_a_record_is_small_and_resimulates_alone(tmp_path, monkeypatch, probe_tr
     assert back["draw"] == d.to_dict() and cell_files(tmp_path / "records") == [path]
     first, second = resim_record(back), resim_record(back)
     assert first == second and [c["label"] for c in first] == ["adam", "kpop"]
+    # the packed trace predicts what the full one does (every sample kept, 3-4 digits)
+    from fidelity_records import record_config, resimulate
+
+    full_cfg = record_config(back, tmp_path)
+    for i, (spec, c) in enumerate(zip(full_cfg.specs(), first)):
+        full = resimulate(full_cfg, probe_trace, spec, i, steps)
+        assert c["predicted_mean_s"] == pytest.approx(full.predicted_mean_s, rel=1e-3)
     assert all(c["compared"] == 8 - 2 and c["measured_mean_s"] == pytest.approx(np.mean(steps[2:])) for c in first)
     # a configuration whose run failed is recorded and counted, not dropped
     write_cell(tmp_path / "records", failure_record("dev", 0, replace(d, index=d.index + 1), {}, cfg, None,
@@ -199,8 +206,8 @@ SMOKE = Path(__file__).resolve().parents[1] / "benchmarks" / "records" / "smoke-
 
 def test_committed_records_resimulate_from_the_repo_alone():
     """`bench_fidelity.py --resim DIR --json` on records in the repo (a smoke split, labelled so):
-    the summary's figures and intervals, every cell, and the prediction from the compacted trace
-    that of validate's own from the full one (to 0.1 point)."""
+    the summary's figures and intervals and every cell, with today's simulator (so no figure is
+    pinned: a model change moves them)."""
     import subprocess
 
     out = subprocess.run([sys.executable, str(SMOKE.parents[1] / "bench_fidelity.py"), "--resim", str(SMOKE), "--json"],
@@ -213,5 +220,7 @@ def test_committed_records_resimulate_from_the_repo_alone():
     assert doc["cells"] == len(doc["per_cell"]) == 4
     errs = sorted(abs(c["mean_error_pct"]) for c in doc["per_cell"])
     assert doc["max_abs_error_pct"] == pytest.approx(errs[-1])
+    assert doc["median_abs_error_ci"][0] <= doc["median_abs_error_pct"] <= doc["median_abs_error_ci"][1]
     for c in doc["per_cell"]:
-        assert abs(c["mean_error_pct"] - c["live_mean_error_pct"]) < 0.1, c
+        lo, hi = c["mean_error_ci"]
+        assert lo <= c["mean_error_pct"] <= hi and 0.0 <= c["band_fraction"] <= 1.0, c
