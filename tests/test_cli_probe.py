@@ -103,7 +103,7 @@ def test_a_cluster_probe_is_the_trace_validate_uses(capsys, tmp_path, monkeypatc
     both ranks at once (validate's rounds), the ring labelled loopback, under traces/ — and
     validate's matcher accepts it for that cluster (one trace for probe → simulate → validate)."""
     from asprof.probe.cluster import cluster_rounds
-    from asprof.traces.host import capture_host
+    from asprof.probe.host import capture_host
     from asprof.validate.config import ValidateConfig
     from asprof.validate.match import find_matching, mismatches
     from asprof.validate.run import identity

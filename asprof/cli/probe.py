@@ -75,7 +75,8 @@ its cores —, then the all-reduce ring, into traces/<host>-<N>r-<link>-<UTC>.js
 @click.option("--level", type=click.Choice(["full", "quick", "tiny"]), hidden=True,
               help="Sweep level (tests use 'tiny'); --quick is 'quick'.")
 def command(quick, only, nodes, hostfile, out, level):
-    from asprof.probe.runner import ProbeConfig, ProbeInterrupted, run_cluster_probe, run_probes
+    from asprof.probe.cluster import run_cluster_probe
+    from asprof.probe.runner import ProbeConfig, ProbeInterrupted, run_probes
 
     config = ProbeConfig(level=level or ("quick" if quick else "full"), only=_split_only(only),
                          nodes=nodes, hostfile=hostfile, out=out)

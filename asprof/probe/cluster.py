@@ -142,7 +142,7 @@ def probe_cluster(place: Placement, out: str | Path, level: str = "quick", round
     records, skipped, host = probe_compute(place, level, rounds, progress=progress, names=compute) if compute \
         else ([], [], None)
     if host is None:  # the ring alone: this machine describes the cluster's rank 0
-        from asprof.traces.host import capture_host
+        from asprof.probe.host import capture_host
 
         host = capture_host(with_torch=False)
     if place.size > 1 and "allreduce" in names:
@@ -151,3 +151,28 @@ def probe_cluster(place: Placement, out: str | Path, level: str = "quick", round
     trace = cluster_trace(place, host, records, skipped, f"{rounds} rounds, level {level}")
     save_trace(trace, out)
     return trace
+
+
+def run_cluster_probe(config, progress=lambda step: None):
+    """`asprof probe` with ``--nodes N`` / ``--hostfile`` (a runner.ProbeConfig; progress gets
+    runner.Step; returns a runner.ProbeRun): the cluster probe `asprof validate` calibrates from
+    (asprof.probe.cluster) — the compute probes on every rank at once, as many rounds as
+    validate's, then the ring — saved where validate looks for it (``traces/<host>-<K>r-<link>-<UTC>.json``
+    unless ``--out``). Probe, simulate and validate then read the same trace."""
+    from asprof.probe.runner import ProbeRun, Step
+    from asprof.probe.host import capture_host
+    from asprof.traces.io import check_writable
+
+    if config.hostfile is not None:
+        place, hostname = Placement(hostfile=str(config.hostfile), link=hostfile_link(config.hostfile)), None
+    else:
+        place, hostname = Placement(nodes=config.nodes, link="loopback"), capture_host(with_torch=False).hostname
+    path = config.out or cluster_trace_path("traces", hostname, place.size, place.link)
+    check_writable(path)
+    names = config.probes
+    rounds = cluster_rounds(place.size)
+    progress(Step(0, 1, "cluster", f"{place.size} ranks, link {place.link}: compute probes on every rank at once "
+                                   f"({rounds} rounds), then the ring"))
+    trace = probe_cluster(place, path, level=config.level, rounds=rounds, names=names,
+                          progress=lambda msg: progress(Step(1, 1, "cluster", msg)))
+    return ProbeRun(path=Path(path), trace=trace, finished=list(names))

@@ -135,25 +135,3 @@ def run_probes(config: ProbeConfig, progress: Callable[[Step], None] = lambda st
     return run
 
 
-
-def run_cluster_probe(config: ProbeConfig, progress: Callable[[Step], None] = lambda step: None) -> ProbeRun:
-    """``--nodes N`` / ``--hostfile``: the cluster probe `asprof validate` calibrates from
-    (asprof.probe.cluster) — the compute probes on every rank at once, as many rounds as
-    validate's, then the ring — saved where validate looks for it (``traces/<host>-<K>r-<link>-<UTC>.json``
-    unless ``--out``). Probe, simulate and validate then read the same trace."""
-    from asprof.probe.cluster import Placement, cluster_rounds, cluster_trace_path, hostfile_link, probe_cluster
-    from asprof.traces.host import capture_host
-
-    if config.hostfile is not None:
-        place, hostname = Placement(hostfile=str(config.hostfile), link=hostfile_link(config.hostfile)), None
-    else:
-        place, hostname = Placement(nodes=config.nodes, link="loopback"), capture_host(with_torch=False).hostname
-    path = config.out or cluster_trace_path("traces", hostname, place.size, place.link)
-    check_writable(path)
-    names = config.probes
-    rounds = cluster_rounds(place.size)
-    progress(Step(0, 1, "cluster", f"{place.size} ranks, link {place.link}: compute probes on every rank at once "
-                                   f"({rounds} rounds), then the ring"))
-    trace = probe_cluster(place, path, level=config.level, rounds=rounds, names=names,
-                          progress=lambda msg: progress(Step(1, 1, "cluster", msg)))
-    return ProbeRun(path=Path(path), trace=trace, finished=list(names))
