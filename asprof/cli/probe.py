@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from asprof.cli.backend_option import backend_option
 from asprof.errors import AsprofError
 
 
@@ -68,18 +69,19 @@ its cores —, then the all-reduce ring, into traces/<host>-<N>r-<link>-<UTC>.js
 `asprof validate` and `asprof simulate --trace` then use for that cluster.""")
 @click.option("--quick", is_flag=True, help="Fewer sizes and shorter timing budgets: about a minute.")
 @click.option("--only", metavar="LIST", help="Comma-separated probes to run, e.g. blas,launch.")
-@click.option("--nodes", type=int, metavar="N", help="Probe a cluster of N local ranks (ring backend over loopback): "
+@click.option("--nodes", type=int, metavar="N", help="Probe a cluster of N local ranks (ring or mpi backend): "
               "compute on every rank at once, then the all-reduce.")
 @click.option("--hostfile", type=click.Path(path_type=Path), help="Probe the cluster of an mlx.launch hostfile's hosts.")
+@backend_option()
 @click.option("--out", type=click.Path(path_type=Path), help="Trace file to write (default: traces/<host>-<UTC>.json).")
 @click.option("--level", type=click.Choice(["full", "quick", "tiny"]), hidden=True,
               help="Sweep level (tests use 'tiny'); --quick is 'quick'.")
-def command(quick, only, nodes, hostfile, out, level):
+def command(quick, only, nodes, hostfile, backend, out, level):
     from asprof.probe.cluster import run_cluster_probe
     from asprof.probe.runner import ProbeConfig, ProbeInterrupted, run_probes
 
     config = ProbeConfig(level=level or ("quick" if quick else "full"), only=_split_only(only),
-                         nodes=nodes, hostfile=hostfile, out=out)
+                         nodes=nodes, hostfile=hostfile, out=out, backend=backend)
     progress = _Progress()
     start = time.monotonic()
     try:

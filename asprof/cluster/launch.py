@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from asprof.cluster.hostfile import read_hostfile, resolve_backend  # noqa: F401  (read_hostfile: re-exported)
 from asprof.cluster.remote import (LOCAL, RING_PORT, SSH_CONNECT_S, node_exit, node_exit_message, remote_python,
                                    require_hosts, ring_hosts, ssh_rank_command)
 from asprof.cluster.worker import ENV_LAUNCHED, ENV_RING, TAG
@@ -58,7 +59,7 @@ class LaunchSpec:
     hostfile: str | None = None
     hosts: tuple[RankHost, ...] | None = None
     env: dict[str, str] = field(default_factory=dict)
-    backend: str = "ring"
+    backend: str | None = None  # None: as mlx.launch picks it (hostfile.default_backend)
     timeout_s: float = 3600.0  # the whole run
     connect_s: float = 25.0  # every rank must join the group within this (+ kill grace < 30 s)
     stall_s: float = 60.0  # longest silence (no heartbeat) from a running rank
@@ -72,8 +73,13 @@ class LaunchSpec:
             raise AsprofError("give exactly one of --nodes or --hostfile")
         if self.nodes is not None and (not isinstance(self.nodes, int) or self.nodes < 1):
             raise AsprofError(f"--nodes must be a positive integer, got {self.nodes!r}")
-        if self.hostfile is not None:
-            read_hostfile(self.hostfile)  # fail early with one line
+        # the backend a run uses, and a hostfile checked for it: fail early with one line
+        object.__setattr__(self, "backend", resolve_backend(self.backend, self.hostfile))
+        if self.hostfile is None and self.backend not in ("ring", "mpi"):
+            raise AsprofError(f"the {self.backend} backend runs on the hosts of a hostfile (--hostfile); "
+                              "local ranks use ring or mpi")
+        if self.hosts is not None and self.backend != "ring":
+            raise AsprofError(f"namespace hosts are joined by the ring backend, not {self.backend}")
         for name in ("timeout_s", "connect_s", "stall_s"):
             if getattr(self, name) <= 0:
                 raise AsprofError(f"{name} must be positive")
@@ -84,29 +90,7 @@ class LaunchSpec:
             return self.nodes
         if self.hosts is not None:
             return len(self.hosts)
-        return len(read_hostfile(self.hostfile))
-
-
-def read_hostfile(path: str | os.PathLike) -> list[dict]:
-    """The hosts of an ``mlx.launch`` hostfile (a list, or an object with ``hosts``)."""
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise AsprofError(f"{p}: no such hostfile") from None
-    except OSError as e:
-        raise AsprofError(f"{p}: cannot read hostfile ({e.strerror or e})") from None
-    except json.JSONDecodeError as e:
-        raise AsprofError(f"{p}: hostfile is not valid JSON (line {e.lineno}: {e.msg})") from None
-    hosts = data.get("hosts") if isinstance(data, dict) else data
-    if not isinstance(hosts, list) or not hosts:
-        raise AsprofError(f"{p}: hostfile must list hosts (mlx.launch format: [{{\"ssh\": ..., \"ips\": [...]}}, ...])")
-    for i, h in enumerate(hosts):
-        if not isinstance(h, dict) or not isinstance(h.get("ssh"), str):
-            raise AsprofError(f"{p}: host {i} needs an \"ssh\" name (mlx.launch hostfile format)")
-        if not h.get("ips"):
-            raise AsprofError(f"{p}: host {i} ({h['ssh']}) needs \"ips\": the ring backend connects to IP addresses")
-    return hosts
+        return len(read_hostfile(self.hostfile, self.backend))
 
 
 def free_ports(n: int, host: str = "127.0.0.1", rng: random.Random | None = None) -> list[int]:
@@ -223,6 +207,11 @@ def _start(spec: LaunchSpec, size: int, tmpdir: str) -> list[_Rank]:
             cmd += ["--env", f"{k}={v}"]
         cmd += ["--python", python, "--", "-m", spec.module, *spec.args]
         return [_popen(None, cmd, base_env)]
+    if spec.backend == "mpi":  # mpirun starts the ranks; MPI gives each its rank
+        from asprof.cluster.mpi import mpirun_command
+
+        return [_popen(None, [*mpirun_command(size, [ENV_LAUNCHED, "ASPROF_BACKEND", "PYTHONUNBUFFERED",
+                                                     *spec.env]), *worker], base_env)]
 
     hosts = spec.hosts or tuple(RankHost("127.0.0.1") for _ in range(size))
     if spec.base_port is not None:
@@ -406,13 +395,18 @@ def _flush(pr: _Rank, stream, watch: _Watch, on_event, echo, final=False):
             if on_event is not None:
                 on_event(msg)
         else:
-            who = f"rank {pr.rank}" if pr.rank is not None else "mlx.launch"
+            who = f"rank {pr.rank}" if pr.rank is not None else _launcher(pr)
             if pr.rank is None and watch.remote_exit is None:
                 watch.remote_exit = node_exit(line)
             if pr.rank is not None and (stream == "err" or pr.host is not None):
                 watch.tails[pr.rank] = (watch.tails[pr.rank] + [line])[-5:]
             if line.strip():
                 echo(f"[{who}] {line}")
+
+
+def _launcher(pr: _Rank) -> str:
+    """The one process that started every rank: mpirun, or mlx.launch for a hostfile."""
+    return "mpirun" if Path(str(pr.proc.args[0])).name == "mpirun" else "mlx.launch"
 
 
 def _tail(watch: _Watch, rank: int) -> str:
@@ -429,7 +423,7 @@ def _check_exits(procs: list[_Rank], watch: _Watch, size: int) -> None:
         if pr.host is not None:
             raise DistributedError(node_exit_message(pr.host, pr.rank, code, size, _tail(watch, pr.rank)))
         if pr.rank is None:
-            raise DistributedError(f"mlx.launch exited with code {code} (a rank failed; see its output above)")
+            raise DistributedError(f"{_launcher(pr)} exited with code {code} (a rank failed; see its output above)")
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
         raise DistributedError(f"rank {pr.rank} {how}{_tail(watch, pr.rank)}; stopped all {size} ranks")
 

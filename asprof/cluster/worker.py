@@ -51,14 +51,19 @@ def init_group(backend: str | None = None):
 
     global _rank
     _watch_parent()
+    backend = backend or os.environ.get("ASPROF_BACKEND") or "ring"
     if launched():
-        _rank = int(os.environ.get("MLX_RANK", "0"))
+        from asprof.cluster.mpi import mpi_rank
+
+        rank = os.environ.get("MLX_RANK") or os.environ.get("JACCL_RANK")
+        _rank = int(rank) if rank else (mpi_rank() or 0)
         _send("hello", pid=os.getpid())  # started; joining the group may still block
     ring_file = _ring_file()
     try:
-        if launched() and os.environ.get("MLX_HOSTFILE"):
-            backend = backend or os.environ.get("ASPROF_BACKEND", "ring")
-            group = mx.distributed.init(strict=True, backend=backend)
+        # the ring joins ranks listed in MLX_HOSTFILE (none for a single rank); the other backends
+        # learn the group from mpirun (mpi) or from mlx.launch's variables (jaccl, nccl)
+        if launched() and (os.environ.get("MLX_HOSTFILE") or backend != "ring"):
+            group = mx.distributed.init(strict=True, backend=backend.replace("jaccl-ring", "jaccl"))
         else:
             group = mx.distributed.init()
     finally:

@@ -91,6 +91,7 @@ def run(ctx: ProbeContext) -> list[Record | Skip]:
         module="asprof.probe.allreduce_worker",
         args=("--sizes", ",".join(map(str, sizes)), "--level", ctx.level),
         nodes=ctx.nodes, hostfile=str(ctx.hostfile) if ctx.hostfile else None, timeout_s=_TIMEOUT_S[ctx.level],
+        backend=ctx.backend,
     )
     k = spec.world_size
 
@@ -99,13 +100,16 @@ def run(ctx: ProbeContext) -> list[Record | Skip]:
             ctx.progress(f"all_sum on {k} ranks: {msg['bytes']} B")
 
     results = launch(spec, on_event=on_event)
-    return records_from_ranks(results, "ring", ctx)
+    return records_from_ranks(results, spec.backend, ctx)
 
 
 def records_from_ranks(results: list[dict], backend: str, ctx: ProbeContext | None = None) -> list[Record | Skip]:
     """Per-size records (combined over ranks) plus the fit (or a Skip saying why it could not be
     fitted); raises if any rank got a wrong sum."""
+    from asprof.cluster.hostfile import TOPOLOGY
+
     k = len(results)
+    topology = TOPOLOGY.get(backend, backend)
     hosts = [str(r.get("host", "")) for r in results]
     config = ctx.harness.config if ctx else None
     out: list[Record | Skip] = []
@@ -129,7 +133,7 @@ def records_from_ranks(results: list[dict], backend: str, ctx: ProbeContext | No
         algbw = nbytes / t
         out.append(Record(
             NAME, "all_sum", "mlx", "link", "float32",
-            params={"bytes": nbytes, "nodes": k, "backend": backend, "hosts": hosts},
+            params={"bytes": nbytes, "nodes": k, "backend": backend, "topology": topology, "hosts": hosts},
             metrics={"time_s": t, "algbw_Bps": algbw, "busbw_Bps": algbw * ring_factor(k)},
             timing=timing,
         ))
@@ -141,7 +145,7 @@ def records_from_ranks(results: list[dict], backend: str, ctx: ProbeContext | No
         return out + [Skip(NAME, "mlx", "link", f"fit on {k} ranks: {e}; the sweep needs sizes where bandwidth matters")]
     out.append(Record(
         NAME, "fit", "mlx", "link", "float32",
-        params={"nodes": k, "backend": backend, "hosts": hosts, "model": MODEL,
+        params={"nodes": k, "backend": backend, "topology": topology, "hosts": hosts, "model": MODEL,
                 "min_bytes": min(sizes), "max_bytes": max(sizes), "points": len(sizes)},
         metrics={"alpha_s": fit.alpha_s, "beta_Bps": fit.beta_Bps, "r2": fit.r2, "max_rel_err": fit.max_rel_err},
     ))

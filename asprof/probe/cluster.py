@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from asprof import __version__
+from asprof.cluster.hostfile import resolve_backend
 from asprof.cluster.launch import LaunchSpec, RankHost, launch, read_hostfile
 from asprof.errors import AsprofError
 from asprof.probe.cluster_worker import COMPUTE_PROBES
@@ -67,6 +68,7 @@ class Placement:
     hosts: tuple[RankHost, ...] | None = None
     hostfile: str | None = None
     link: str = "loopback"
+    backend: str | None = None  # mx.distributed backend (None: as mlx.launch picks it)
 
     def __post_init__(self):
         if sum(x is not None for x in (self.nodes, self.hosts, self.hostfile)) != 1:
@@ -78,11 +80,11 @@ class Placement:
             return self.nodes
         if self.hosts is not None:
             return len(self.hosts)
-        return len(read_hostfile(self.hostfile))
+        return len(read_hostfile(self.hostfile, self.backend))
 
     def spec(self, module: str, args=(), **kw) -> LaunchSpec:
         return LaunchSpec(module=module, args=tuple(args), nodes=self.nodes, hosts=self.hosts,
-                          hostfile=self.hostfile, **kw)
+                          hostfile=self.hostfile, backend=self.backend, **kw)
 
 
 def _progress_events(k: int, rounds: int, progress: Callable[[str], None]):
@@ -118,7 +120,7 @@ def probe_ring(place: Placement, level: str = "quick",
     ar = launch(place.spec("asprof.probe.allreduce_worker", ("--sizes", ",".join(map(str, sizes)), "--level", level),
                            timeout_s=1800.0, stall_s=300.0), on_event=_progress_events(place.size, 1, progress))
     records, skipped = [], []
-    for item in records_from_ranks(ar, "ring"):
+    for item in records_from_ranks(ar, resolve_backend(place.backend, place.hostfile)):
         if isinstance(item, Record):
             records.append(replace(item, params={**item.params, "link": place.link}))
         else:
@@ -153,6 +155,11 @@ def probe_cluster(place: Placement, out: str | Path, level: str = "quick", round
     return trace
 
 
+def with_backend_label(link: str, backend: str | None) -> str:
+    """The link label a trace is matched by, naming a backend other than the ring (validate's too)."""
+    return link if backend in (None, "ring") else f"{link} ({backend})"
+
+
 def run_cluster_probe(config, progress=lambda step: None):
     """`asprof probe` with ``--nodes N`` / ``--hostfile`` (a runner.ProbeConfig; progress gets
     runner.Step; returns a runner.ProbeRun): the cluster probe `asprof validate` calibrates from
@@ -164,9 +171,11 @@ def run_cluster_probe(config, progress=lambda step: None):
     from asprof.traces.io import check_writable
 
     if config.hostfile is not None:
-        place, hostname = Placement(hostfile=str(config.hostfile), link=hostfile_link(config.hostfile)), None
+        place, hostname = Placement(hostfile=str(config.hostfile), link=hostfile_link(config.hostfile),
+                                    backend=config.backend), None
     else:
-        place, hostname = Placement(nodes=config.nodes, link="loopback"), capture_host(with_torch=False).hostname
+        place, hostname = (Placement(nodes=config.nodes, link=with_backend_label("loopback", config.backend),
+                                     backend=config.backend), capture_host(with_torch=False).hostname)
     path = config.out or cluster_trace_path("traces", hostname, place.size, place.link)
     check_writable(path)
     names = config.probes

@@ -31,6 +31,7 @@ class ProbeContext:
     progress: Callable[[str], None] = lambda msg: None
     nodes: int | None = None
     hostfile: Path | None = None
+    backend: str | None = None  # mx.distributed backend of the cluster (None: as mlx.launch picks it)
     # Options a caller can narrow a probe with (read with ``option``): ``dtypes`` (blas),
     # ``cold`` (launch: fresh-process first calls; default True).
     extra: dict[str, Any] = field(default_factory=dict)

@@ -37,6 +37,7 @@ class ProbeConfig:
     nodes: int | None = None
     hostfile: Path | None = None
     out: Path | None = None
+    backend: str | None = None  # None: as mlx.launch picks it (the hostfile's own, else ring)
     frameworks: tuple[str, ...] = ("mlx", "torch")
 
     def __post_init__(self):
@@ -49,10 +50,10 @@ class ProbeConfig:
             raise AsprofError("give --nodes or --hostfile, not both")
         if self.nodes is not None and (isinstance(self.nodes, bool) or self.nodes < 2):
             raise AsprofError(f"--nodes must be at least 2 (the all-reduce needs a ring of >= 2 ranks), got {self.nodes}")
-        if self.hostfile is not None:
-            from asprof.cluster.launch import read_hostfile
+        if self.hostfile is not None or self.backend is not None:
+            from asprof.cluster.hostfile import resolve_backend
 
-            read_hostfile(self.hostfile)
+            resolve_backend(self.backend, self.hostfile)  # unknown backend, or a hostfile lacking what it needs
         if "allreduce" in self.only and self.nodes is None and self.hostfile is None:
             raise AsprofError("the allreduce probe needs a cluster: add --nodes N (local ranks) or --hostfile FILE")
         other = [p for p in self.only if p not in CLUSTER_SUITE]
@@ -112,7 +113,8 @@ def run_probes(config: ProbeConfig, progress: Callable[[Step], None] = lambda st
     check_writable(path)
     backends, absent = discover(config.frameworks)
     ctx = ProbeContext(level=config.level, harness=Harness(LEVELS[config.level]), backends=backends,
-                       absent=absent, nodes=config.nodes, hostfile=config.hostfile)
+                       absent=absent, nodes=config.nodes, hostfile=config.hostfile,
+                       backend=config.backend)
     writer = TraceWriter(Trace(host=host, created_utc=utc_now(), asprof_version=__version__), path)
     run = ProbeRun(path=path, trace=writer.trace)
     try:
