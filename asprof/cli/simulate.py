@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from asprof.cli.backend_option import backend_option
 from asprof.cli.options import comma_list, print_specs, run_options
 from asprof.errors import AsprofError
 
@@ -61,6 +62,7 @@ Examples:
   asprof simulate --nodes 1,2,4,8,16 --optimizer adam,kpop
   asprof simulate --trace traces/mybox.json --model small --batch 8 --timeline tl.json
   asprof simulate --nodes 8 --slow 3.link=2      # node 3's link at half speed
+  asprof simulate --trace m3-ultra-studio-x2-tb5 --backend ring,jaccl --nodes 2,4,8   # TCP ring vs RDMA mesh
   asprof simulate --nodes 16 --global-batch 16   # the KPOP paper's 16 x 1024 tokens per step
   asprof simulate --optimizer adam,racs,alice,soap --speedup alice=2.2,racs=1.5   # effective tokens/s""")
 @click.option("--nodes", default="16", callback=comma_list(int, "integers"), show_default=True,
@@ -76,6 +78,7 @@ Examples:
 @click.option("--steps", default=100, type=int, show_default=True, help="Steps to simulate.")
 @click.option("--seed", default=0, type=int, show_default=True, help="Seed for the sampled task times.")
 @click.option("--no-variance", is_flag=True, help="Use median task times (no sampling).")
+@backend_option(many=True)
 @click.option("--link", default=None, help="Borrow link α/β from this trace or profile if the trace has no fit.")
 @click.option("--slow", "slowdowns", multiple=True, callback=_slow,
               help="Slow node NODE by FACTOR (NODE=F or NODE.gpu|cpu|link=F); repeatable.")
@@ -91,14 +94,14 @@ Examples:
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Where to write the sweep plot [default: simulate_sweep.png for sweeps].")
 @click.option("--no-plot", is_flag=True, help="Do not write the sweep plot.")
-def command(nodes, choices, print_spec, trace, speedups, loss_curves, steps, seed, no_variance, link, slowdowns,
+def command(nodes, choices, print_spec, trace, speedups, loss_curves, steps, seed, no_variance, backends, link, slowdowns,
             node_traces, gemm_shapes, as_json, timeline, plot, no_plot):
     from asprof.simulate.report import render_json, render_text
     from asprof.simulate.session import SimulateConfig, run_simulation
 
     cfg = SimulateConfig(nodes=nodes, run=choices, trace=trace, steps=steps, seed=seed, variance=not no_variance,
                          link=link, slowdowns=slowdowns, node_traces=node_traces, speedups=speedups,
-                         loss_curves=loss_curves, gemm_shapes=gemm_shapes)
+                         loss_curves=loss_curves, gemm_shapes=gemm_shapes, backends=backends)
     if print_spec:
         for k in nodes:
             print_specs(choices.specs(k), k)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from asprof.cli.backend_option import backend_option
 from asprof.cli.options import print_specs, run_options
 from asprof.errors import AsprofError
 
@@ -34,6 +35,7 @@ Examples:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--nodes", type=int, default=1, show_default=True, help="Local ranks (ring backend over loopback).")
 @click.option("--hostfile", type=click.Path(dir_okay=False), default=None, help="mlx.launch hostfile.")
+@backend_option()
 @click.option("--data", "data", type=click.Path(dir_okay=False), default=None, help="Train on this file's bytes.")
 @click.option("--eval-every", type=int, default=0, show_default=True, help="Validation every N steps (0: at the end).")
 @click.option("--instrument", is_flag=True, help="Also time the phases of every step (second pass).")
@@ -43,7 +45,7 @@ Examples:
               help="Print the result as JSON on stdout (a list of results when several optimizers are trained).")
 @click.option("--timeout", "timeout_s", type=float, default=3600.0, show_default=True,
               help="Distributed runs: stop all ranks after this many seconds.")
-def command(choices, print_spec, steps, seed, nodes, hostfile, data, eval_every, instrument, out_dir, as_json,
+def command(choices, print_spec, steps, seed, nodes, hostfile, backend, data, eval_every, instrument, out_dir, as_json,
             timeout_s):
     from asprof.train.config import TrainConfig
 
@@ -51,7 +53,7 @@ def command(choices, print_spec, steps, seed, nodes, hostfile, data, eval_every,
     if hostfile is not None:
         from asprof.cluster.launch import read_hostfile
 
-        world = len(read_hostfile(hostfile))
+        world = len(read_hostfile(hostfile, backend))
     specs = choices.specs(world)
     if print_spec:
         print_specs(specs, world)
@@ -61,7 +63,8 @@ def command(choices, print_spec, steps, seed, nodes, hostfile, data, eval_every,
 
         read_data(data, check_only=True)  # unreadable: one line before any run starts
     configs = [TrainConfig(spec=spec, steps=steps, seed=seed, data=data, eval_every=eval_every,
-                           instrument=instrument, nodes=nodes, hostfile=hostfile, timeout_s=timeout_s)
+                           instrument=instrument, nodes=nodes, hostfile=hostfile, backend=backend,
+                           timeout_s=timeout_s)
                for spec in specs]  # every run checked before the first starts
     _check_writable(out_dir)
     from asprof.train.plot import plot_result

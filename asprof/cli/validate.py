@@ -7,6 +7,7 @@ import time
 
 import click
 
+from asprof.cli.backend_option import backend_option
 from asprof.cli.options import print_specs, run_options
 from asprof.errors import AsprofError
 
@@ -34,6 +35,7 @@ what they mean in `asprof simulate` and `asprof train`; the comparison starts af
 --warmup + 1. On a CPU-only machine use a small model (--model tiny).""")
 @click.option("--nodes", type=int, default=None, help="Local ranks (default 1 without --hostfile).")
 @click.option("--hostfile", default=None, help="An mlx.launch hostfile: one rank per host.")
+@backend_option()
 @click.option("--netns-rate", type=float, default=None, metavar="MBIT",
               help="With --nodes: network-namespace hosts whose links are shaped to MBIT Mbit/s (root).")
 @run_options
@@ -52,7 +54,7 @@ what they mean in `asprof simulate` and `asprof train`; the comparison starts af
 @click.option("--probe-level", default="quick", hidden=True)
 @click.option("--probe-rounds", default=3, type=int, hidden=True)
 @click.option("--timeout", "timeout_s", default=1800.0, type=float, hidden=True)
-def command(nodes, hostfile, netns_rate, choices, print_spec, steps, trace, tolerance, out, as_json, traces_dir,
+def command(nodes, hostfile, backend, netns_rate, choices, print_spec, steps, trace, tolerance, out, as_json, traces_dir,
             probe_during, seed, replicas, probe_level, probe_rounds, timeout_s):
     from asprof.traces.io import check_writable
     from asprof.validate.config import ValidateConfig
@@ -61,8 +63,8 @@ def command(nodes, hostfile, netns_rate, choices, print_spec, steps, trace, tole
 
     if nodes is None and hostfile is None and netns_rate is not None:
         raise AsprofError("--netns-rate needs --nodes N (the namespace hosts to build)")
-    cfg = ValidateConfig(nodes=nodes if nodes is not None or hostfile else 1, hostfile=hostfile, netns_rate=netns_rate,
-                         run=choices, steps=steps, trace=trace, tolerance=tolerance, out=out, seed=seed,
+    cfg = ValidateConfig(nodes=nodes if nodes is not None or hostfile else 1, hostfile=hostfile, backend=backend,
+                         netns_rate=netns_rate, run=choices, steps=steps, trace=trace, tolerance=tolerance, out=out, seed=seed,
                          traces_dir=traces_dir, probe_level=probe_level, probe_rounds=probe_rounds, replicas=replicas,
                          timeout_s=timeout_s, probe_during=probe_during)
     if print_spec:

@@ -153,6 +153,19 @@ def resolve_backend(backend: str | None, hostfile: str | os.PathLike | None = No
     return chosen
 
 
+LOCAL_BACKENDS = ("ring", "mpi")  # what ranks on this one machine (--nodes) can join
+
+
+def check_run(backend: str | None, hostfile: str | os.PathLike | None) -> str:
+    """The backend of a run placed by ``--nodes`` or ``--hostfile``: :func:`resolve_backend`, and
+    without a hostfile one of :data:`LOCAL_BACKENDS` (one line otherwise)."""
+    chosen = resolve_backend(backend, hostfile)
+    if hostfile is None and chosen not in LOCAL_BACKENDS:
+        raise AsprofError(f"the {chosen} backend runs on the hosts of a hostfile (--hostfile); "
+                          f"local ranks (--nodes) use {' or '.join(LOCAL_BACKENDS)}")
+    return chosen
+
+
 def cuda_available() -> bool:
     try:
         import mlx.core as mx

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from asprof.cluster.hostfile import read_hostfile, resolve_backend  # noqa: F401  (read_hostfile: re-exported)
+from asprof.cluster.hostfile import check_run, read_hostfile  # noqa: F401  (read_hostfile: re-exported)
 from asprof.cluster.remote import (LOCAL, RING_PORT, SSH_CONNECT_S, node_exit, node_exit_message, remote_python,
                                    require_hosts, ring_hosts, ssh_rank_command)
 from asprof.cluster.worker import ENV_LAUNCHED, ENV_RING, TAG
@@ -74,10 +74,7 @@ class LaunchSpec:
         if self.nodes is not None and (not isinstance(self.nodes, int) or self.nodes < 1):
             raise AsprofError(f"--nodes must be a positive integer, got {self.nodes!r}")
         # the backend a run uses, and a hostfile checked for it: fail early with one line
-        object.__setattr__(self, "backend", resolve_backend(self.backend, self.hostfile))
-        if self.hostfile is None and self.backend not in ("ring", "mpi"):
-            raise AsprofError(f"the {self.backend} backend runs on the hosts of a hostfile (--hostfile); "
-                              "local ranks use ring or mpi")
+        object.__setattr__(self, "backend", check_run(self.backend, self.hostfile))
         if self.hosts is not None and self.backend != "ring":
             raise AsprofError(f"namespace hosts are joined by the ring backend, not {self.backend}")
         for name in ("timeout_s", "connect_s", "stall_s"):

@@ -51,9 +51,9 @@ class ProbeConfig:
         if self.nodes is not None and (isinstance(self.nodes, bool) or self.nodes < 2):
             raise AsprofError(f"--nodes must be at least 2 (the all-reduce needs a ring of >= 2 ranks), got {self.nodes}")
         if self.hostfile is not None or self.backend is not None:
-            from asprof.cluster.hostfile import resolve_backend
+            from asprof.cluster.hostfile import check_run
 
-            resolve_backend(self.backend, self.hostfile)  # unknown backend, or a hostfile lacking what it needs
+            check_run(self.backend, self.hostfile)  # unknown backend, or a hostfile lacking what it needs
         if "allreduce" in self.only and self.nodes is None and self.hostfile is None:
             raise AsprofError("the allreduce probe needs a cluster: add --nodes N (local ranks) or --hostfile FILE")
         other = [p for p in self.only if p not in CLUSTER_SUITE]

@@ -35,6 +35,7 @@ class Cluster:
     nodes: int
     hardware: HardwareModel
     overrides: tuple = ()  # ((rank, NodeSpec), ...)
+    backend: str = "ring"  # the all-reduce's algorithm: ring (also jaccl-ring, mpi) or jaccl's mesh
 
     def __post_init__(self):
         k = self.nodes
@@ -45,6 +46,11 @@ class Cluster:
                 raise AsprofError(f"node {rank!r} does not exist in a cluster of {k} nodes (ranks 0..{k - 1})")
             if not isinstance(spec, NodeSpec):
                 raise AsprofError(f"node {rank}: expected a NodeSpec")
+        from asprof.simulate.collectives import MESH_MAX_RANKS
+
+        if self.backend == "jaccl" and k > MESH_MAX_RANKS:
+            raise AsprofError(f"JACCL's mesh joins at most {MESH_MAX_RANKS} Macs (one cable per pair), not {k}; "
+                              "simulate jaccl-ring for more")
 
     def node(self, rank: int) -> NodeSpec:
         for r, spec in self.overrides:

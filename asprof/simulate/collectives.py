@@ -100,3 +100,65 @@ def ring_time(ring_size: int, nbytes: float, alpha_s: float, beta_Bps: float, re
     if K < 2:
         return 0.0
     return 2 * (K - 1) * alpha_s + ring_factor(K) * nbytes / beta_Bps + (K - 1) * reduce_s
+
+
+# -- JACCL's full mesh --------------------------------------------------------------------------
+# MLX's JACCL backend over RDMA (mlx/distributed/jaccl/lib/jaccl/mesh.cpp, MeshGroup::all_reduce)
+# joins every pair of Macs by its own Thunderbolt cable and picks one of two algorithms:
+#
+# * small payloads (S <= 32 KiB) or K = 2: one fully connected phase. Every rank sends its whole
+#   input to each of the K-1 peers at once (one cable each) and adds the K-1 inputs it receives:
+#       T = α + S/β + (K-1)·r(S)                                                   (2)
+# * larger payloads with K > 2: reduce-scatter then all-gather (mesh_impl.h,
+#   all_reduce_scatter_gather). Rank i sends chunk j (S/K bytes) to peer j and adds the K-1 chunks
+#   it receives; then it sends its reduced chunk to every peer:
+#       T = 2α + 2·(S/K)/β + (K-1)·r(S/K)                                          (3)
+#
+# The cables work in parallel, so a rank's sends of one phase cost one α + bytes/β on its link
+# lane. The mesh holds at most MESH_MAX_PEERS = 8 ranks (mesh_impl.h).
+MESH_SMALL_BYTES = 32 * 1024
+MESH_MAX_RANKS = 8
+
+
+def mesh_phases(ring_size: int, nbytes: float) -> tuple[tuple[float, bool], ...]:
+    """JACCL's algorithm for ``nbytes`` on ``ring_size`` ranks: per phase (bytes sent to each peer,
+    whether the receiver reduces what it got)."""
+    K = ring_size
+    if K <= 2 or nbytes <= MESH_SMALL_BYTES:
+        return ((nbytes, True),)
+    return ((nbytes / K, True), (nbytes / K, False))
+
+
+def mesh_time(ring_size: int, nbytes: float, alpha_s: float, beta_Bps: float,
+              reduce_s=lambda nbytes: 0.0) -> float:
+    """Equations (2)/(3): JACCL's all-reduce time on identical nodes, ``reduce_s(b)`` to add one
+    received message of b bytes."""
+    K = ring_size
+    if K < 2:
+        return 0.0
+    return sum(alpha_s + b / beta_Bps + ((K - 1) * reduce_s(b) if red else 0.0) for b, red in mesh_phases(K, nbytes))
+
+
+def mesh_allreduce(
+    eng: Engine,
+    nodes: Sequence[RingNode],
+    ring_size: int,
+    start: Sequence[Sequence[int]],
+    phases: Sequence[Sequence[tuple[float, float]]],
+) -> list[list[int]]:
+    """Add one JACCL mesh all-reduce to ``eng``. ``nodes``: all K ranks or one representative;
+    ``phases[i]``: rank i's (send seconds, reduce seconds) per phase (:func:`mesh_phases`).
+    A rank's reduction of a phase waits for every peer's sends of that phase (it receives from
+    all of them). Returns, per rank, the tasks after which it holds the result."""
+    K, P = ring_size, len(nodes)
+    if P not in (1, K) or len(start) != P or len(phases) != P:
+        raise ValueError("give all K ranks or one representative, with a start and phases per rank")
+    prev = [list(s) for s in start]
+    for ph in range(len(phases[0])):
+        sends = [eng.add(nd.link_lane, phases[i][ph][0], prev[i], nd.send_tag) for i, nd in enumerate(nodes)]
+        prev = []
+        for i, nd in enumerate(nodes):
+            arrived = sends if P > 1 else [sends[0]]
+            red = phases[i][ph][1]
+            prev.append([eng.add(nd.cpu_lane, red, arrived, nd.reduce_tag)] if red > 0 else list(arrived))
+    return prev

@@ -18,18 +18,24 @@ def sweep_png(rep: SimulationReport) -> bytes:
     import matplotlib.pyplot as plt
 
     by_nodes = len(rep.config.nodes) > 1
+    backends = list(dict.fromkeys(p.backend for p in rep.predictions))
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
     ax_t, ax_tok, ax_b = axes
     labels = list(dict.fromkeys(r.label for p in rep.predictions for r in p.results))
     if by_nodes:
-        xs = [p.nodes for p in rep.predictions]
-        for label in labels:
-            rs = [next(r for r in p.results if r.label == label) for p in rep.predictions]
-            line, = ax_t.plot(xs, [r.mean_s * 1e3 for r in rs], marker="o", label=label)
-            if any(r.p95_s > r.mean_s * 1.001 for r in rs):
-                ax_t.plot(xs, [r.p95_s * 1e3 for r in rs], ls=":", color=line.get_color(), alpha=0.8)
-            ax_tok.plot(xs, [r.tokens_per_s for r in rs], marker="o", label=label)
-            ax_b.plot(xs, [r.bytes_sent["total"] / 2**20 for r in rs], marker="o", label=label)
+        styles = ("-", "--", "-.", ":")
+        for bi, backend in enumerate(backends):
+            preds = [p for p in rep.predictions if p.backend == backend]
+            xs = [p.nodes for p in preds]
+            for li, label in enumerate(labels):
+                rs = [next(r for r in p.results if r.label == label) for p in preds]
+                name = f"{label} ({backend})" if len(backends) > 1 else label
+                kw = dict(marker="o", color=f"C{li}", ls=styles[bi % len(styles)], label=name)
+                ax_t.plot(xs, [r.mean_s * 1e3 for r in rs], **kw)
+                if len(backends) == 1 and any(r.p95_s > r.mean_s * 1.001 for r in rs):
+                    ax_t.plot(xs, [r.p95_s * 1e3 for r in rs], ls=":", color=f"C{li}", alpha=0.8)
+                ax_tok.plot(xs, [r.tokens_per_s for r in rs], **kw)
+                ax_b.plot(xs, [r.bytes_sent["total"] / 2**20 for r in rs], **kw)
         for ax in axes:
             ax.set_xscale("log", base=2)
             ax.set_xticks(xs, [str(x) for x in xs])

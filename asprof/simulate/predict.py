@@ -45,6 +45,7 @@ class Prediction:
     seed: int
     results: tuple[OptimizerResult, ...]
     notes: tuple[str, ...] = ()
+    backend: str = "ring"
 
     def result(self, label: str) -> OptimizerResult:
         for r in self.results:
@@ -96,7 +97,7 @@ def predict(workload: Workload, optimizers, cluster: Cluster, sim: SimConfig = S
     for spec in _distinct_hardware(cluster):
         notes += list(spec.notes)
     return Prediction(workload=workload, nodes=cluster.nodes, steps=sim.steps, seed=sim.seed,
-                      results=tuple(results), notes=tuple(dict.fromkeys(notes)))
+                      results=tuple(results), notes=tuple(dict.fromkeys(notes)), backend=cluster.backend)
 
 
 def _distinct_ranks(cluster: Cluster) -> list[int]:

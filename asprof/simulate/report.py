@@ -75,15 +75,16 @@ def render_text(rep: SimulationReport, plot_path: str | None = None, timeline_pa
     lines = header(rep) + [""]
     if rep.config.is_sweep:
         eff = bool(rep.speedups)
-        rows = [["nodes", "optimizer", "mean", "p95", "tokens/s"] + (["effective tokens/s"] if eff else []) +
-                ["MFU", "sent/node/step", "memory/node"]]
+        multi = len({p.backend for p in rep.predictions}) > 1
+        rows = [(["backend"] if multi else []) + ["nodes", "optimizer", "mean", "p95", "tokens/s"] +
+                (["effective tokens/s"] if eff else []) + ["MFU", "sent/node/step", "memory/node"]]
         for p in rep.predictions:
             for r in p.results:
-                rows.append([str(p.nodes), r.label, fmt_time(r.mean_s), fmt_time(r.p95_s), fmt_rate(r.tokens_per_s)] +
+                rows.append(([p.backend] if multi else []) + [str(p.nodes), r.label, fmt_time(r.mean_s), fmt_time(r.p95_s), fmt_rate(r.tokens_per_s)] +
                             ([_effective(rep, r)] if eff else []) +
                             [f"{100 * r.mfu:.1f}%", fmt_bytes(r.bytes_sent["total"]),
                              fmt_bytes(r.memory_bytes["total"]) + ("" if r.fits else " (does not fit)")])
-        lines += _table(rows, right={0} | set(range(2, len(rows[0]))))
+        lines += _table(rows, right={int(multi)} | set(range(2 + multi, len(rows[0]))))
     else:
         p = rep.predictions[0]
         eff = bool(rep.speedups)
@@ -148,7 +149,7 @@ def report_dict(rep: SimulationReport, with_steps: bool = True) -> dict:
                   "chip": t.chip, "memory_bytes": t.memory_bytes, "accelerator": t.accelerator,
                   "shared_lanes": t.shared_lanes, "chosen_because": t.why},
         "model": rep.model.to_dict(),
-        "runs": [{"nodes": p.nodes, "steps": p.steps, "seed": p.seed, "notes": list(p.notes),
+        "runs": [{"nodes": p.nodes, "backend": p.backend, "steps": p.steps, "seed": p.seed, "notes": list(p.notes),
                   "workload": {"batch_per_node": p.workload.batch, "seq": p.workload.seq, "dtype": p.workload.dtype,
                                "tokens_per_node": p.workload.tokens, "model_flop_per_node": p.workload.model_flop()},
                   "results": [_result_dict(rep, r, with_steps) for r in p.results]} for p in rep.predictions],

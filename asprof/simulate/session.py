@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from asprof.errors import AsprofError
 from asprof.presets import ModelConfig
 from asprof.simulate import memory_pressure
+from asprof.simulate.backends import trace_backend, with_backend
 from asprof.simulate.hardware import HardwareModel
 from asprof.simulate.predict import Cluster, NodeSpec, Prediction, SimConfig, predict
 from asprof.simulate.workload import Workload
@@ -45,6 +46,7 @@ class SimulateConfig:
     speedups: tuple[tuple[str, float], ...] = ()  # (optimizer, steps-to-target speed-up over Adam)
     loss_curves: tuple[tuple[str, str], ...] = ()  # (optimizer, `asprof train` result JSON), adam's included
     gemm_shapes: bool | None = None  # GEMMs from the trace's shape grid: None where it has one (HardwareModel.from_trace)
+    backends: tuple[str, ...] = ()  # all-reduce backends to compare; empty: the trace's own (backends.trace_backend)
 
     def __post_init__(self):
         if not self.nodes:
@@ -74,6 +76,10 @@ class SimulateConfig:
                     raise AsprofError(f"--loss-curve names {name!r}, which is not simulated")
             if set(names) & {n for n, _ in self.speedups}:
                 raise AsprofError("give an optimizer's speed-up by --speedup or by --loss-curve, not both")
+        from asprof.cluster.hostfile import check_backend
+
+        for b in self.backends:
+            check_backend(b)
         for node in [n for n, _, _ in self.slowdowns] + [n for n, _ in self.node_traces]:
             if not 0 <= node < min(self.nodes):
                 raise AsprofError(f"node {node} does not exist with {min(self.nodes)} nodes (ranks 0..{min(self.nodes) - 1})")
@@ -84,7 +90,7 @@ class SimulateConfig:
 
     @property
     def is_sweep(self) -> bool:
-        return len(self.nodes) > 1 or len(self.run.sparsity) > 1 and "topkpop" in self.optimizers
+        return len(self.nodes) > 1 or len(self.run.sparsity) > 1 and "topkpop" in self.optimizers or len(self.backends) > 1
 
 
 @dataclass(frozen=True)
@@ -158,10 +164,18 @@ def run_simulation(cfg: SimulateConfig, timeline: bool = False) -> SimulationRep
     specs = [run.optimizer for run in cfg.run.specs(min(cfg.nodes))]
     sim = SimConfig(steps=cfg.steps, seed=cfg.seed, variance=cfg.variance, timeline=timeline)
     predictions = []
-    for k in cfg.nodes:
-        overrides = tuple((n, NodeSpec(d.get("hardware", hw), d.get("gpu", 1.0), d.get("cpu", 1.0), d.get("link", 1.0)))
-                          for n, d in sorted(per_node.items()))
-        predictions.append(predict(workload_for(k), specs, Cluster(k, hw, overrides), sim))
+    link_trace = trace if trace.probe("allreduce", op="fit") or link_from is None else link_from
+    for backend in cfg.backends or (trace_backend(link_trace),):
+        # without --backend the link is the trace's fit as the hardware model read it
+        pick = (lambda h: with_backend(h, link_trace, backend)) if cfg.backends else (lambda h: h)
+        hw_b = pick(hw)
+        for k in cfg.nodes:
+            overrides = tuple((n, NodeSpec(pick(d["hardware"]) if "hardware" in d else hw_b,
+                                           d.get("gpu", 1.0), d.get("cpu", 1.0), d.get("link", 1.0)))
+                              for n, d in sorted(per_node.items()))
+            algo = "jaccl" if backend == "jaccl" else "ring"  # jaccl-ring and mpi: ring schedules (docs/simulator.md)
+            predictions.append(predict(workload_for(k), specs, Cluster(k, hw_b, overrides, backend=algo), sim))
+            predictions[-1] = replace(predictions[-1], backend=backend)
 
     warnings = []
     for p in predictions:

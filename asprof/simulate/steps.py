@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from asprof.simulate.cluster import Cluster, NodeSpec, SimConfig
-from asprof.simulate.collectives import RingNode, ring_allreduce
+from asprof.simulate.collectives import RingNode, mesh_allreduce, mesh_phases, ring_allreduce
 from asprof.simulate.costs import OptimizerSpec, StepPlan, bucket_arrays, plan_step
 from asprof.simulate.engine import Engine
 from asprof.simulate.memory_pressure import paging_s
@@ -111,6 +111,17 @@ class _NodeCosts:
         return self.cache[key]
 
 
+    def mesh(self, nbytes: float, K: int) -> list[tuple[float, float]]:
+        """JACCL's mesh (collectives.py eqs. 2-3): per phase (link seconds, CPU seconds)."""
+        key = ("mesh", nbytes, K)
+        if key not in self.cache:
+            hw = self.spec.hardware
+            self.cache[key] = [(self.spec.link * (self.alpha + b / self.beta),
+                                self.spec.cpu * (K - 1) * hw.elementwise_work(3 * b, "cpu") if red else 0.0)
+                               for b, red in mesh_phases(K, nbytes)]
+        return self.cache[key]
+
+
 def _node_costs(spec: NodeSpec, plan: StepPlan, K: int, compiled_update: bool | None = None) -> _NodeCosts:
     hw, g, c = spec.hardware, spec.gpu, spec.cpu
     nc = _NodeCosts(spec)
@@ -187,6 +198,18 @@ def simulate_optimizer(workload: Workload, spec: OptimizerSpec, cluster: Cluster
             packs = [[task(gpu[i], samplers[i]("elementwise", costs[i].copy_s(size)) if arrays > 1 else 0.0,
                            ready[i], (r, t, f"{name}: pack bucket {b}", cat))] + prev[i]
                      for i, r in enumerate(ranks)]
+            if cluster.backend == "jaccl":
+                nodes = [RingNode(link[i], cpu[i], 0.0, 0.0, (r, t, f"{name}: mesh send", cat),
+                                  (r, t, f"{name}: mesh reduce", cat)) for i, r in enumerate(ranks)]
+                phases = [[(s * (samplers[i].factor("link", s) * host_speed(i) if noisy else 1.0),
+                            c * (samplers[i].factor("elementwise", c) * host_speed(i) if noisy and c else 1.0))
+                           for s, c in costs[i].mesh(size, K)] for i in range(P)]
+                done = mesh_allreduce(eng, nodes, K, packs, phases)
+                for i, r in enumerate(ranks):
+                    unpacked[i].append(task(gpu[i], samplers[i]("elementwise", costs[i].copy_s(size)), done[i],
+                                            (r, t, f"{name}: unpack bucket {b}", cat)))
+                prev = done
+                continue
             nodes = []
             for i, r in enumerate(ranks):
                 step_s, red_s = costs[i].ring(size, K)

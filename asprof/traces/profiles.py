@@ -22,6 +22,7 @@ from pathlib import Path
 
 from asprof import __version__
 from asprof.errors import TraceError
+from asprof.traces.links import link_records
 from asprof.traces.schema import SchemaError, Host, Record, Trace
 
 from asprof.traces.profile_sources import (
@@ -31,25 +32,6 @@ from asprof.traces.profile_sources import (
 __all__ = ["CHIPS", "CLUSTERS", "DEFAULT_PROFILE", "build_profile", "load_profile", "profile_names", "trace_origin"]
 
 
-@dataclass(frozen=True)
-class Link:
-    name: str
-    gbps: float  # nominal line rate, Gb/s (decimal)
-    src: str
-
-
-LINKS = {
-    "tb4": Link("Thunderbolt 4", 40.0, "Thunderbolt 4 specification: 40 Gb/s"),
-    "tb5": Link(
-        "Thunderbolt 5", 80.0,
-        f"Thunderbolt 5 specification: 80 Gb/s symmetric ({KPOP} §2 quotes up to 120 Gb/s with bandwidth boost, one direction)",
-    ),
-}
-
-# The ring's per-message latency over Thunderbolt networking: issue 19 sources the link figures.
-# Until then this is an explicit assumption, reported as such; probe a real cluster to replace it.
-ASSUMED_ALPHA_S = 50e-6
-ALPHA_SRC = "assumption: 50 us per ring step (TCP over Thunderbolt networking; no published figure used)"
 EIGH_FLOP = "9 n^3 flop (Golub & Van Loan §8.3)"
 QR_FLOP = "4/3 n^3 flop (Householder QR with Q formed)"
 
@@ -162,7 +144,6 @@ def trace_origin(records) -> str:
 
 def build_profile(cluster: Cluster) -> Trace:
     chip = CHIPS[cluster.chip]
-    link = LINKS[cluster.link]
     recs: list[Record] = _gemm_records(chip)
     for op, fig in (("cold", chip.launch_cold), ("warm", chip.launch_warm)):
         recs.append(_fig_record("launch", op, "gpu", "float32", fig, "latency_s", {"op": "kernel"}))
@@ -170,14 +151,7 @@ def build_profile(cluster: Cluster) -> Trace:
     recs += _linalg_records()
     recs.append(_fig_record("memory", "working_set", "gpu", None, chip.working_set, "gpu_working_set_bytes"))
     recs.append(_fig_record("memory", "paging", "gpu", None, PAGING, "page_in_Bps"))
-    beta = link.gbps * 1e9 / 8.0
-    recs.append(Record(
-        "allreduce", "fit", "mlx", "link", "float32",
-        params={"nodes": cluster.nodes or 2, "backend": "ring", "link": link.name,
-                "model": "t = 2(K-1)*alpha + 2(K-1)/K * S / beta (not fitted: the line rate and an assumed alpha)"},
-        metrics={"alpha_s": ASSUMED_ALPHA_S, "beta_Bps": beta},
-        origin="derived", source=f"derived, not fitted: beta = the nominal line rate ({link.src}); alpha: {ALPHA_SRC}",
-    ))
+    recs += link_records(cluster.link, cluster.nodes or 2)  # published per-backend figures (links.py)
     host = Host(
         hostname=cluster.key, os="Darwin", os_release="", machine="arm64", chip=chip.chip,
         cores_logical=chip.cpu_p + chip.cpu_e, cores_performance=chip.cpu_p, cores_efficiency=chip.cpu_e,

@@ -23,6 +23,7 @@ class TrainConfig:
     timing_skip: int | None = None    # steps excluded from the timing summary; None: spec.timed_from
     nodes: int = 1                    # local ranks (ring backend over loopback)
     hostfile: str | None = None       # mlx.launch hostfile: ranks on other machines
+    backend: str | None = None        # mx.distributed backend; None: as mlx.launch picks it
     timeout_s: float = 600.0          # distributed watchdog
 
     def __post_init__(self):
@@ -37,6 +38,10 @@ class TrainConfig:
             check_int("timing skip", self.timing_skip, 0)
         if self.hostfile is not None and self.nodes != 1:
             raise AsprofError("give either --nodes or --hostfile, not both")
+        if self.backend is not None or self.hostfile is not None:
+            from asprof.cluster.hostfile import check_run
+
+            check_run(self.backend, self.hostfile)
         if not self.timeout_s > 0:
             raise AsprofError("--timeout must be > 0")
 

@@ -72,7 +72,7 @@ def _run_distributed(config: TrainConfig, on_progress: Progress | None, save_par
     # A refresh of a large model (eigh of every factor on the CPU) can take a while: allow a
     # long silence between heartbeats, bounded by the run's own limit.
     spec = LaunchSpec(module=worker, args=tuple(args), nodes=None if config.hostfile or hosts else config.nodes,
-                      hostfile=config.hostfile, hosts=hosts, timeout_s=config.timeout_s,
+                      hostfile=config.hostfile, hosts=hosts, timeout_s=config.timeout_s, backend=config.backend,
                       stall_s=max(60.0, config.timeout_s / 10))
 
     def on_event(msg):

@@ -16,6 +16,7 @@ class ValidateConfig:
     hostfile: str | None = None  # an mlx.launch hostfile
     netns_rate: float | None = None  # Mbit/s: build a namespace ring with tbf-shaped links (root)
     run: RunChoices = field(default_factory=RunChoices)  # what is trained and simulated, per optimizer
+    backend: str | None = None  # mx.distributed backend; None: as mlx.launch picks it
     steps: int = 30
     trace: str | None = None  # None: the newest matching trace in traces_dir, else probe
     tolerance: float = 10.0  # percent; exit 1 when a step-time error is larger
@@ -35,10 +36,12 @@ class ValidateConfig:
             raise AsprofError("give --nodes or --hostfile, not both")
         if self.nodes is not None:
             check_int("--nodes", self.nodes)
-        if self.hostfile is not None:
-            from asprof.cluster.launch import read_hostfile
+        if self.hostfile is not None or self.backend is not None:
+            from asprof.cluster.hostfile import check_run
 
-            read_hostfile(self.hostfile)  # unreadable / malformed: one line now
+            check_run(self.backend, self.hostfile)  # unreadable / malformed / wrong backend: one line now
+        if self.netns_rate is not None and self.backend not in (None, "ring"):
+            raise AsprofError(f"--netns-rate joins namespace hosts by the ring backend, not {self.backend}")
         if self.netns_rate is not None:
             if self.hostfile is not None:
                 raise AsprofError("--netns-rate builds a namespace ring on this machine: use it with --nodes, not --hostfile")
@@ -70,7 +73,7 @@ class ValidateConfig:
         if self.hostfile is not None:
             from asprof.cluster.launch import read_hostfile
 
-            return len(read_hostfile(self.hostfile))
+            return len(read_hostfile(self.hostfile, self.backend))
         return self.nodes or 1
 
     @property

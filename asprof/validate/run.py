@@ -71,6 +71,14 @@ class ValidationResult:
 
 # -- 1. placement ---------------------------------------------------------------------------------
 def link_label(cfg: ValidateConfig) -> str:
+    """What joins the ranks, as recorded in the all-reduce records (a trace is reused only for
+    the same link and backend: asprof.validate.match)."""
+    if cfg.backend not in (None, "ring"):
+        return f"{_link(cfg)} ({cfg.backend})"
+    return _link(cfg)
+
+
+def _link(cfg: ValidateConfig) -> str:
     if cfg.hostfile is not None:
         from asprof.probe.cluster import hostfile_link
 
@@ -85,14 +93,14 @@ def placement(cfg: ValidateConfig) -> Iterator[Placement]:
     """Where the ranks run, for the whole validation (probe and training share it)."""
     link = link_label(cfg)
     if cfg.hostfile is not None:
-        yield Placement(hostfile=cfg.hostfile, link=link)
+        yield Placement(hostfile=cfg.hostfile, link=link, backend=cfg.backend)
     elif cfg.netns_rate is not None:
         from asprof.cluster.netns import NetnsRing, namespace_ring
 
         with namespace_ring(NetnsRing(cfg.world_size, float(cfg.netns_rate))) as hosts:
             yield Placement(hosts=tuple(hosts), link=link)
     else:
-        yield Placement(nodes=cfg.world_size, link=link)
+        yield Placement(nodes=cfg.world_size, link=link, backend=cfg.backend)
 
 
 # -- 2. calibration ---------------------------------------------------------------------------------
@@ -157,7 +165,7 @@ def train_config(cfg: ValidateConfig, spec: RunSpec):
 
     return TrainConfig(spec=spec, steps=cfg.steps, seed=cfg.seed, eval_batches=1, instrument=True,
                        timing_skip=cfg.skip, nodes=1 if cfg.hostfile else cfg.world_size, hostfile=cfg.hostfile,
-                       timeout_s=cfg.timeout_s)
+                       backend=cfg.backend, timeout_s=cfg.timeout_s)
 
 
 def measure(cfg: ValidateConfig, place: Placement, spec: RunSpec, progress: Progress, probe_level: str | None = None):
@@ -168,7 +176,7 @@ def measure(cfg: ValidateConfig, place: Placement, spec: RunSpec, progress: Prog
     tc = train_config(cfg, spec)
     optimizer = spec.optimizer.label
     hosts = place.hosts
-    if hosts is None and cfg.hostfile is None and cfg.world_size == 1:
+    if hosts is None and cfg.hostfile is None and cfg.world_size == 1 and cfg.backend in (None, "ring"):
         hosts = (RankHost("127.0.0.1"),)  # a rank of its own, like the ranks of a larger run
     last = [0.0]
 
