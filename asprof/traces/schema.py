@@ -30,7 +30,7 @@ VERSION = 1
 ORIGINS = ("measured", "published", "derived")
 # a whole trace: a bundled profile whose records are partly published and partly derived is "mixed"
 TRACE_ORIGINS = ORIGINS + ("mixed",)
-PROBES = ("blas", "launch", "membw", "linalg", "memory", "allreduce")
+PROBES = ("blas", "launch", "membw", "linalg", "memory", "allreduce", "power")
 
 
 @dataclass(frozen=True)
