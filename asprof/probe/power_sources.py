@@ -47,9 +47,10 @@ def parse_nvidia_smi(text: str) -> dict[str, list[float]]:
         if len(parts) != 2 or not parts[0].isdigit():
             continue
         try:
-            out.setdefault(f"gpu{parts[0]}", []).append(float(parts[1]))
+            watts = float(parts[1])
         except ValueError:  # [N/A]
             continue
+        out.setdefault(f"gpu{parts[0]}", []).append(watts)
     return out
 
 
@@ -82,9 +83,10 @@ class Source:
 
 def _run_for(work: Callable[[], None], seconds: float) -> float:
     t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
+    while True:  # at least once
         work()
-    return time.perf_counter() - t0
+        if time.perf_counter() - t0 >= seconds:
+            return time.perf_counter() - t0
 
 
 def _rapl(root: Path = POWERCAP) -> Source | str:

@@ -14,7 +14,7 @@ DASH = "-"
 def render_summary(trace: Trace, source: str | None = None) -> str:
     parts = [_header(trace, source), _host(trace)]
     for name, fn in (("blas", _blas), ("launch", _launch), ("membw", _membw), ("linalg", _linalg),
-                     ("memory", _memory), ("allreduce", _allreduce)):
+                     ("memory", _memory), ("allreduce", _allreduce), ("power", _power)):
         recs = trace.probe(name)
         if recs:
             parts.append(fn(recs))
@@ -248,11 +248,12 @@ def _allreduce(recs: list[Record]) -> str:
     by_nodes: dict = defaultdict(list)
     for r in recs:
         if r.op == "all_sum":
-            by_nodes[(r.params.get("nodes"), r.params.get("backend"))].append(r)
-    for (k, backend), rs in by_nodes.items():
+            by_nodes[(r.params.get("nodes"), r.params.get("backend"), r.params.get("topology"))].append(r)
+    for (k, backend, topology), rs in by_nodes.items():
         hosts = rs[0].params.get("hosts")
         where = f", hosts {', '.join(map(str, hosts))}" if isinstance(hosts, list) and hosts else ""
-        out.append(f"  {k} ranks, {backend} backend{where}; every size checked correct")
+        topo = f" ({topology})" if topology and topology != backend else ""
+        out.append(f"  {k} ranks, {backend} backend{topo}{where}; every size checked correct")
         rows = [[nbytes(r.params["bytes"]), seconds(r.metrics["time_s"]), si(r.metrics["algbw_Bps"], "B/s"),
                  si(r.metrics["busbw_Bps"], "B/s")] for r in sorted(rs, key=lambda r: r.params["bytes"])]
         out.append(table(["size", "time", "algbw", "busbw"], rows, indent="    "))
@@ -262,9 +263,19 @@ def _allreduce(recs: list[Record]) -> str:
             model = r.params.get("model", MODEL)
             extra = f", max rel. error {m['max_rel_err']:.0%}" if "max_rel_err" in m else ""
             stats = f", R^2 {m['r2']:.3f}{extra}" if "r2" in m else f" ({r.origin}, not fitted: see its source)"
-            out.append(f"  fit ({r.params.get('nodes')} ranks, {model}): alpha {seconds(m['alpha_s'])} per step, "
-                       f"beta {si(m['beta_Bps'], 'B/s')} per link{stats}")
+            out.append(f"  fit ({r.params.get('nodes')} ranks, {r.params.get('backend', 'ring')}, {model}): "
+                       f"alpha {seconds(m['alpha_s'])} per step, beta {si(m['beta_Bps'], 'B/s')} per link{stats}")
     return "\n".join(out)
+
+
+def _power(recs: list[Record]) -> str:
+    """Watts per source and domain at each load (asprof.probe.power)."""
+    loads = ("idle", "gemm", "membw")
+    cells = {(str(r.params.get("source")), r.device, r.op): r.metrics["watts"] for r in recs}
+    keys = list(dict.fromkeys((s, d) for s, d, _ in cells))
+    rows = [[s, d] + [f"{cells[(s, d, x)]:.3g} W" if (s, d, x) in cells else "-" for x in loads] for s, d in keys]
+    return ("power: mean draw per domain (the simulator prices J/step from it)" + _origin_note(recs) + "\n"
+            + table(["source", "domain", "idle", "GEMM-bound", "bandwidth-bound"], rows))
 
 
 def _warnings(trace: Trace) -> str:

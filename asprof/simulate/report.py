@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from asprof.simulate.energy import energy
 from asprof.simulate.session import SimulationReport
 from asprof.simulate.summarise import BREAKDOWN
 from asprof.units import count as fmt_rate, nbytes as fmt_bytes, seconds
@@ -77,25 +78,28 @@ def render_text(rep: SimulationReport, plot_path: str | None = None, timeline_pa
         eff = bool(rep.speedups)
         multi = len({p.backend for p in rep.predictions}) > 1
         rows = [(["backend"] if multi else []) + ["nodes", "optimizer", "mean", "p95", "tokens/s"] +
-                (["effective tokens/s"] if eff else []) + ["MFU", "sent/node/step", "memory/node"]]
+                (["effective tokens/s"] if eff else []) + ["MFU", "sent/node/step", "memory/node"] +
+                (["J/step/node", "mJ/token"] if rep.power else [])]
         for p in rep.predictions:
             for r in p.results:
                 rows.append(([p.backend] if multi else []) + [str(p.nodes), r.label, fmt_time(r.mean_s), fmt_time(r.p95_s), fmt_rate(r.tokens_per_s)] +
                             ([_effective(rep, r)] if eff else []) +
                             [f"{100 * r.mfu:.1f}%", fmt_bytes(r.bytes_sent["total"]),
-                             fmt_bytes(r.memory_bytes["total"]) + ("" if r.fits else " (does not fit)")])
+                             fmt_bytes(r.memory_bytes["total"]) + ("" if r.fits else " (does not fit)")] +
+                            _energy_cells(rep, p, r))
         lines += _table(rows, right={int(multi)} | set(range(2 + multi, len(rows[0]))))
     else:
         p = rep.predictions[0]
         eff = bool(rep.speedups)
         rows = [["optimizer", "mean", "p50", "p95", "after warm-up", "tokens/s"] +
-                (["effective tokens/s"] if eff else []) + ["MFU", "sent/node/step", "memory/node", "of which opt. state"]]
+                (["effective tokens/s"] if eff else []) + ["MFU", "sent/node/step", "memory/node", "of which opt. state"] +
+                (["J/step/node", "mJ/token"] if rep.power else [])]
         for r in p.results:
             rows.append([r.label, fmt_time(r.mean_s), fmt_time(r.p50_s), fmt_time(r.p95_s),
                          fmt_time(r.steady_mean_s), fmt_rate(r.tokens_per_s)] + ([_effective(rep, r)] if eff else []) +
                         [f"{100 * r.mfu:.1f}%", fmt_bytes(r.bytes_sent["total"]),
                          f"{fmt_bytes(r.memory_bytes['total'])} of {fmt_bytes(r.node_memory_bytes)}",
-                         fmt_bytes(_state(r))])
+                         fmt_bytes(_state(r))] + _energy_cells(rep, p, r))
         lines += _table(rows, right=set(range(1, len(rows[0]))))
         lines += ["", f"breakdown per step (critical path; the refresh amortised over {p.steps} steps):"]
         rows = [["optimizer"] + [_BREAKDOWN_HEAD[k] for k in BREAKDOWN] + ["= step"]]
@@ -123,6 +127,11 @@ def render_text(rep: SimulationReport, plot_path: str | None = None, timeline_pa
             lines += ["", "one node: no communication"]
         r0 = p.results[0]
         lines += ["", f"MFU against {r0.peak_flops / 1e12:.3g} TFLOP/s {rep.workload.dtype}: {r0.peak_source}"]
+    if rep.power:
+        pw = rep.power
+        lines += ["", f"energy: {pw.idle_W:.3g} W idle, {pw.gemm_W:.3g} W GEMM-bound, {pw.membw_W:.3g} W bandwidth-bound "
+                      f"({pw.source}); J/step = P_idle·T + (P_gemm − P_idle)·accelerator busy + (P_membw − P_idle)·CPU busy "
+                      "(docs/simulator.md)"]
     if rep.speedups:
         lines += ["", "effective tokens/s = tokens/s × steps-to-target speed-up over Adam (paper 004, App. F.5):"]
         lines += [f"  {name}: ×{x:.3g} ({src})" for name, (x, src) in rep.speedups.items()]
@@ -152,14 +161,23 @@ def report_dict(rep: SimulationReport, with_steps: bool = True) -> dict:
         "runs": [{"nodes": p.nodes, "backend": p.backend, "steps": p.steps, "seed": p.seed, "notes": list(p.notes),
                   "workload": {"batch_per_node": p.workload.batch, "seq": p.workload.seq, "dtype": p.workload.dtype,
                                "tokens_per_node": p.workload.tokens, "model_flop_per_node": p.workload.model_flop()},
-                  "results": [_result_dict(rep, r, with_steps) for r in p.results]} for p in rep.predictions],
+                  "results": [_result_dict(rep, r, with_steps, p) for r in p.results]} for p in rep.predictions],
         "speedups": {name: {"speedup": x, "source": src} for name, (x, src) in rep.speedups.items()},
         "warnings": list(rep.warnings),
     }
 
 
-def _result_dict(rep: SimulationReport, r, with_steps: bool) -> dict:
+def _energy_cells(rep: SimulationReport, p, r) -> list[str]:
+    if not rep.power:
+        return []
+    e = energy(rep.power, r, p.workload.tokens)
+    return [f"{e['J_per_step_per_node']:.3g} J", f"{1e3 * e['J_per_token']:.3g}"]
+
+
+def _result_dict(rep: SimulationReport, r, with_steps: bool, p=None) -> dict:
     d = r.to_dict(with_steps)
+    if rep.power and p is not None:
+        d["energy"] = energy(rep.power, r, p.workload.tokens)
     s = rep.speedups.get(r.name)
     if s is not None:
         d["effective_tokens_per_s"] = r.tokens_per_s * s[0]

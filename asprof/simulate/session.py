@@ -18,6 +18,7 @@ from asprof.errors import AsprofError
 from asprof.presets import ModelConfig
 from asprof.simulate import memory_pressure
 from asprof.simulate.backends import trace_backend, with_backend
+from asprof.simulate.energy import PowerModel
 from asprof.simulate.hardware import HardwareModel
 from asprof.simulate.predict import Cluster, NodeSpec, Prediction, SimConfig, predict
 from asprof.simulate.workload import Workload
@@ -121,6 +122,7 @@ class SimulationReport:
     predictions: tuple[Prediction, ...]
     warnings: tuple[str, ...] = field(default=())
     speedups: dict = field(default_factory=dict)  # optimizer name -> (speed-up over Adam, where it came from)
+    power: PowerModel | None = None  # the trace's measured power (energy.py), where it has some
 
 
 def load_trace_spec(spec: str) -> tuple[Trace, bool]:
@@ -192,7 +194,7 @@ def run_simulation(cfg: SimulateConfig, timeline: bool = False) -> SimulationRep
     info = TraceInfo(label=label, bundled=bundled, origin=trace.origin, origins=origins, chip=hw.chip,
                      memory_bytes=hw.memory_bytes, accelerator=hw.accelerator, shared_lanes=hw.shared_lanes, why=why)
     return SimulationReport(cfg, info, predictions[0].workload.model, predictions[0].workload, tuple(predictions), tuple(warnings),
-                            speedups=speedups_of(cfg))
+                            speedups=speedups_of(cfg), power=PowerModel.from_trace(trace))
 
 
 def speedups_of(cfg: SimulateConfig) -> dict:

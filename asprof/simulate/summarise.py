@@ -63,6 +63,8 @@ class OptimizerResult:
     # instrumented simulations only: per step, phase -> seconds (slowest rank), like the measured
     # TrainResult.phases_s
     phase_times_s: tuple | None = field(default=None, repr=False)
+    # seconds per step each lane of the first simulated rank is busy: accel, cpu, link (energy.py)
+    lane_busy_s: dict = field(default_factory=dict)
 
     def to_dict(self, with_steps: bool = True) -> dict:
         d = {k: getattr(self, k) for k in (
@@ -73,6 +75,19 @@ class OptimizerResult:
         if with_steps:
             d["step_times_s"] = list(self.step_times_s)
         return d
+
+
+def lane_busy(eng: Engine, steps: int) -> dict:
+    """Busy seconds per step of the first rank's lanes, by kind: ``accel`` (the accelerator lane,
+    or the one lane a CPU-only node shares), ``cpu``, ``link``."""
+    busy = {"accel": 0.0, "cpu": 0.0, "link": 0.0}
+    first = eng.lanes[0][0] if eng.lanes else None
+    for tid in range(len(eng.tags)):
+        proc, name = eng.lanes[eng.lane_of(tid)]
+        if proc == first:
+            kind = "link" if name == "link" else "cpu" if name == "cpu" else "accel"
+            busy[kind] += eng.duration(tid)
+    return {k: v / steps for k, v in busy.items()}
 
 
 def summarise(eng: Engine, step_last: list[list[int]], workload: Workload, spec: OptimizerSpec, plan: StepPlan,
@@ -125,6 +140,6 @@ def summarise(eng: Engine, step_last: list[list[int]], workload: Workload, spec:
         memory_bytes=memory, node_memory_bytes=node_mem, fits=memory["total"] <= node_mem,
         tokens_per_s=K * workload.tokens / mean if mean > 0 else 0.0,
         mfu=flop / (mean * peak) if mean > 0 and peak > 0 else 0.0,
-        peak_flops=peak, peak_source=peak_src, model_flop=flop, events=eng.events,
+        peak_flops=peak, peak_source=peak_src, model_flop=flop, events=eng.events, lane_busy_s=lane_busy(eng, steps),
         collapsed=collapsed, sampled=sampled,
     )
