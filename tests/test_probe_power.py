@@ -96,3 +96,17 @@ def test_simulate_prints_joules_per_step_where_the_trace_has_power(tmp_path, cap
     assert main(["simulate", "--trace", str(p), "--nodes", "4", "--optimizer", "adam", "--steps", "3"]) == 0
     out = capsys.readouterr().out
     assert "J/step/node" in out and "2 W idle, 24 W GEMM-bound, 12 W bandwidth-bound" in out
+
+
+def test_show_prints_power_and_energy(tmp_path, capsys):
+    p = _with_power(tmp_path)
+    assert main(["show", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "GEMM-bound" in out and "24 W" not in out.split("power:")[0]
+    assert "J per step per node" in out and "mJ per token" in out
+
+
+@pytest.mark.parametrize("cmd", ["probe", "train", "validate", "simulate"])
+def test_backend_is_in_every_run_commands_help(cmd, capsys):
+    assert main([cmd, "--help"]) == 0
+    assert "--backend" in capsys.readouterr().out

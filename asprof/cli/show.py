@@ -15,6 +15,27 @@ def command(trace):
 
     loaded = _load(trace)
     click.echo(render_summary(loaded, source=trace), nl=False)
+    if loaded.probe("power"):
+        click.echo(_energy_line(trace, loaded.nodes or 1))
+
+
+def _energy_line(spec: str, nodes: int) -> str:
+    """What the trace's power means for training: Adam on the default model, simulated."""
+    from asprof.errors import AsprofError
+    from asprof.simulate.energy import energy
+    from asprof.simulate.session import SimulateConfig, run_simulation
+
+    try:
+        rep = run_simulation(SimulateConfig(nodes=(nodes,), optimizers=("adam",), trace=spec, steps=5, variance=False))
+    except AsprofError as e:
+        return f"\nenergy: not predicted ({e})"
+    if rep.power is None:
+        return "\nenergy: the power records lack one of idle, gemm, membw for a source"
+    p = rep.predictions[0]
+    e = energy(rep.power, p.results[0], p.workload.tokens)
+    return (f"\nenergy (simulated: adam, model {rep.model.name}, {p.workload.tokens} tokens per node, {nodes} node(s)): "
+            f"{e['J_per_step_per_node']:.3g} J per step per node, {1e3 * e['J_per_token']:.3g} mJ per token "
+            "(asprof simulate for other settings)")
 
 
 def _load(spec: str):
