@@ -4,7 +4,8 @@
 import pytest
 
 from asprof.cli import main
-from asprof.simulate.collectives import MESH_SMALL_BYTES, RingNode, mesh_allreduce, mesh_phases, mesh_time
+from asprof.simulate.collectives import (MESH_SMALL_BYTES, RingNode, mesh_allreduce, mesh_bytes_sent, mesh_phases,
+                                         mesh_time, ring_time)
 from asprof.simulate.engine import Engine
 
 A, B = 3e-6, 3.5e9  # α, β of the published TB5 JACCL figure
@@ -26,6 +27,20 @@ def test_large_message_is_reduce_scatter_then_all_gather():
     assert mesh_phases(4, MESH_SMALL_BYTES + 4) == (((MESH_SMALL_BYTES + 4) / 4, True), ((MESH_SMALL_BYTES + 4) / 4, False))
     # two ranks always take the single phase, whatever the size
     assert mesh_time(2, 2**20, A, B) == pytest.approx(3e-6 + 2**20 / 3.5e9)
+
+
+def test_mesh_bytes_sent_on_each_side_of_the_threshold():
+    assert mesh_bytes_sent(4, 16384) == 3 * 16384  # the whole input to each of 3 peers
+    assert mesh_bytes_sent(4, 2**20) == 2 * 3 * 2**18  # = the ring's 2(K-1)/K S
+    assert mesh_bytes_sent(1, 2**20) == 0.0
+
+
+def test_mesh_beats_the_ring_on_latency_and_ties_on_bandwidth():
+    # same α, β: K=8, 1 KiB costs the ring 14 α, the mesh 1 α. For 1 GiB both send 2(K-1)/K·S per
+    # rank, but the mesh spreads it over K-1 cables at once: its wire time is the ring's / (K-1)
+    assert ring_time(8, 1024, A, B) / mesh_time(8, 1024, A, B) > 5
+    big = 2**30
+    assert mesh_time(8, big, A, B) - 2 * A == pytest.approx((ring_time(8, big, A, B) - 14 * A) / 7, rel=1e-12)
 
 
 @pytest.mark.parametrize("nbytes", [16384, 2**20])

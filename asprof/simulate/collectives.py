@@ -139,6 +139,12 @@ def mesh_time(ring_size: int, nbytes: float, alpha_s: float, beta_Bps: float,
     return sum(alpha_s + b / beta_Bps + ((K - 1) * reduce_s(b) if red else 0.0) for b, red in mesh_phases(K, nbytes))
 
 
+def mesh_bytes_sent(ring_size: int, nbytes: float) -> float:
+    """Bytes one rank sends in JACCL's mesh all-reduce: (K-1)·S in the one-phase algorithm, the
+    ring's 2(K-1)/K·S with reduce-scatter + all-gather."""
+    return sum((ring_size - 1) * b for b, _ in mesh_phases(ring_size, nbytes)) if ring_size > 1 else 0.0
+
+
 def mesh_allreduce(
     eng: Engine,
     nodes: Sequence[RingNode],

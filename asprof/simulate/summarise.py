@@ -8,7 +8,8 @@
   optimizer on the accelerator (KFAC factors, EMA, projection, update), optimizer on the CPU
   (CPU work outside a refresh: none for these optimizers), and the refresh (factor all-reduce,
   eigh/QR on the CPU, sign fix-ups), amortised over the simulated steps.
-* Bytes sent per node per step: 2(K−1)/K of the gradient payload, plus the factor payload's
+* Bytes sent per node per step: 2(K−1)/K of the gradient payload (JACCL's mesh: per bucket,
+  (K−1)·S up to 32 KiB, collectives.py), plus the factor payload's
   share times the fraction of steps that refresh.
 * Tokens/s: K·B·S per mean step. MFU: the model's forward+backward FLOPs per rank per step over
   (mean step × peak), the peak being the trace's blas ``peak`` record, else the best measured
@@ -21,7 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from asprof.simulate.costs import OptimizerSpec, StepPlan, ring_bytes_sent
+from asprof.simulate.collectives import mesh_bytes_sent
+from asprof.simulate.costs import OptimizerSpec, StepPlan, bucket_arrays, ring_bytes_sent
 from asprof.simulate.engine import Engine
 from asprof.simulate.workload import Workload
 
@@ -111,8 +113,14 @@ def summarise(eng: Engine, step_last: list[list[int]], workload: Workload, spec:
 
     K = cluster.nodes
     refreshes = len(spec.refresh_steps(steps))
-    grad = ring_bytes_sent(plan.grad_payload, K)
-    per_refresh = ring_bytes_sent(plan.factor_payload, K)
+    if cluster.backend == "jaccl":  # per bucket: the mesh changes algorithm at 32 KiB
+        def sent(arrays, payload):
+            return sum(mesh_bytes_sent(K, sum(b)) for b in bucket_arrays(list(arrays), spec.bucket_bytes))
+    else:
+        def sent(arrays, payload):
+            return ring_bytes_sent(payload, K)
+    grad = sent(plan.grad_arrays, plan.grad_payload)
+    per_refresh = sent(plan.factor_arrays, plan.factor_payload)
     factors = per_refresh * refreshes / steps
     bytes_sent = {
         "gradients": grad,
