@@ -13,6 +13,10 @@ Three ways to place ranks, all running the same worker module:
   started as ``mlx.launch`` starts them, one ``ssh -tt`` each, but by us, so each rank's output
   has its own pipe; other backends run ``mlx.launch --hostfile PATH`` itself, whose stdout
   carries every rank's messages (docs/cluster.md).
+- ``nodes=N`` with ``backend="mpi"``: ``mpirun`` starts the N local ranks (asprof.cluster.mpi);
+  their messages arrive on its stdout in tagged pieces, which give each rank its lines back.
+
+The backend is ``mlx.launch``'s default unless given (asprof.cluster.hostfile.check_run).
 
 The watchdog (DESIGN §7) ends the whole run — every rank killed, one message naming the rank —
 when a rank exits with an error, never connects within ``connect_s``, stops sending heartbeats

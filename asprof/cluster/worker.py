@@ -42,7 +42,7 @@ def launched() -> bool:
 
 
 def init_group(backend: str | None = None):
-    """Join the distributed group (MLX's ring backend by default) and announce readiness.
+    """Join the distributed group on ``ASPROF_BACKEND`` (ring by default) and announce readiness.
 
     Outside a launch this returns MLX's singleton group (size 1), so worker code also runs
     as a plain single process.
