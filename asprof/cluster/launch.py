@@ -209,10 +209,11 @@ def _start(spec: LaunchSpec, size: int, tmpdir: str) -> list[_Rank]:
         cmd += ["--python", python, "--", "-m", spec.module, *spec.args]
         return [_popen(None, cmd, base_env)]
     if spec.backend == "mpi":  # mpirun starts the ranks; MPI gives each its rank
-        from asprof.cluster.mpi import mpirun_command
+        from asprof.cluster.mpi import mpi_env, mpirun_command
 
-        return [_popen(None, [*mpirun_command(size, [ENV_LAUNCHED, "ASPROF_BACKEND", "PYTHONUNBUFFERED",
-                                                     *spec.env]), *worker], base_env)]
+        env = {**base_env, **mpi_env()}
+        names = [ENV_LAUNCHED, "ASPROF_BACKEND", "PYTHONUNBUFFERED", *spec.env, *mpi_env()]
+        return [_popen(None, [*mpirun_command(size, names), *worker], env)]
 
     hosts = spec.hosts or tuple(RankHost("127.0.0.1") for _ in range(size))
     if spec.base_port is not None:

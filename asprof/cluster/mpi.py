@@ -9,6 +9,7 @@ libopenmpi-dev``). mpirun refuses to run as root unless told to; the ranks float
 
 from __future__ import annotations
 
+import ctypes.util
 import os
 import shutil
 
@@ -21,7 +22,17 @@ def why_unavailable() -> str | None:
     """None when ``mpirun`` can start MPI ranks here, else the reason (for skips and errors)."""
     if shutil.which("mpirun") is None:
         return f"no mpirun on PATH: {INSTALL_HINT}"
+    if not mpi_env():
+        return f"no MPI library (libmpi) for MLX to load: {INSTALL_HINT}"
     return None
+
+
+def mpi_env() -> dict[str, str]:
+    """``MLX_MPI_LIBNAME``: the MPI library MLX dlopens (it asks for plain ``libmpi.so``, which
+    only the -dev package links; the versioned library is what every install has, as
+    ``mlx.launch`` finds it through ``ompi_info``). Empty where none is found."""
+    name = os.environ.get("MLX_MPI_LIBNAME") or ctypes.util.find_library("mpi")
+    return {"MLX_MPI_LIBNAME": name} if name else {}
 
 
 def mpirun_command(nodes: int, env_names: list[str]) -> list[str]:
