@@ -110,3 +110,12 @@ def test_show_prints_power_and_energy(tmp_path, capsys):
 def test_backend_is_in_every_run_commands_help(cmd, capsys):
     assert main([cmd, "--help"]) == 0
     assert "--backend" in capsys.readouterr().out
+
+
+def test_probe_power_here_writes_records_or_a_reasoned_skip(tmp_path):
+    out = tmp_path / "p.json"
+    assert main(["probe", "--only", "power", "--level", "tiny", "--out", str(out)]) == 0
+    d = json.loads(out.read_text())
+    recs, skipped = d["probes"].get("power", []), [s for s in d["skipped"] if s["probe"] == "power"]
+    assert recs or (len(skipped) == 1 and skipped[0]["reason"].startswith("no power source is readable here: "))
+    assert all(r["metrics"]["watts"] >= 0 and r["op"] in ("idle", "gemm", "membw") for r in recs)
