@@ -35,3 +35,10 @@ def test_probe_allreduce_on_mpi_records_backend_and_topology(tmp_path, capsys):
     sums = [r for r in recs if r["op"] == "all_sum"]
     assert sums and all(r["params"]["backend"] == "mpi" and r["params"]["topology"] == "mpi" and
                         r["params"]["nodes"] == 2 for r in sums)
+
+
+def test_long_results_survive_mpiruns_interleaving():
+    # 3 ranks each send a ~300 KB result at once: mpirun splits them into tagged pieces that
+    # interleave; every rank's result must come back whole
+    results = launch(LaunchSpec(module=WORKER, args=("--pad", "300000"), nodes=3, backend="mpi"))
+    assert [r["pad"] for r in results] == [str(r) * 300000 for r in range(3)]

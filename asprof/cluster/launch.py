@@ -155,6 +155,7 @@ class _Rank:
     buf: dict = field(default_factory=lambda: {"out": b"", "err": b""})
     tail: list = field(default_factory=list)  # last stderr lines, for error messages
     host: str | None = None  # the ssh host it runs on (stdout and stderr arrive together)
+    demux: dict | None = None  # mpirun: stream -> asprof.cluster.mpi.TaggedOutput (each rank's lines)
 
 
 class _Watch:
@@ -209,11 +210,13 @@ def _start(spec: LaunchSpec, size: int, tmpdir: str) -> list[_Rank]:
         cmd += ["--python", python, "--", "-m", spec.module, *spec.args]
         return [_popen(None, cmd, base_env)]
     if spec.backend == "mpi":  # mpirun starts the ranks; MPI gives each its rank
-        from asprof.cluster.mpi import mpi_env, mpirun_command
+        from asprof.cluster.mpi import TaggedOutput, mpi_env, mpirun_command
 
         env = {**base_env, **mpi_env()}
         names = [ENV_LAUNCHED, "ASPROF_BACKEND", "PYTHONUNBUFFERED", *spec.env, *mpi_env()]
-        return [_popen(None, [*mpirun_command(size, names), *worker], env)]
+        proc = _popen(None, [*mpirun_command(size, names), *worker], env)
+        proc.demux = {"out": TaggedOutput(), "err": TaggedOutput()}
+        return [proc]
 
     hosts = spec.hosts or tuple(RankHost("127.0.0.1") for _ in range(size))
     if spec.base_port is not None:
@@ -370,13 +373,16 @@ class _Held:
 
 
 def _flush(pr: _Rank, stream, watch: _Watch, on_event, echo, final=False):
-    data = pr.buf[stream]
-    *lines, rest = data.split(b"\n")
-    if final and rest:
-        lines, rest = lines + [rest], b""
-    pr.buf[stream] = rest
-    for raw in lines:
-        line = raw.decode("utf-8", "replace").rstrip("\r")
+    if pr.demux is not None:  # mpirun: every rank's output in tagged pieces (asprof.cluster.mpi)
+        items = pr.demux[stream].feed(pr.buf[stream], final)
+        pr.buf[stream] = b""
+    else:
+        *lines, rest = pr.buf[stream].split(b"\n")
+        if final and rest:
+            lines, rest = lines + [rest], b""
+        pr.buf[stream] = rest
+        items = [(pr.rank, raw.decode("utf-8", "replace").rstrip("\r")) for raw in lines]
+    for rank, line in items:
         if stream == "out" and TAG in line:
             try:
                 msg = json.loads(line[line.index(TAG) + len(TAG):])
@@ -397,11 +403,11 @@ def _flush(pr: _Rank, stream, watch: _Watch, on_event, echo, final=False):
             if on_event is not None:
                 on_event(msg)
         else:
-            who = f"rank {pr.rank}" if pr.rank is not None else _launcher(pr)
-            if pr.rank is None and watch.remote_exit is None:
+            who = f"rank {rank}" if rank is not None else _launcher(pr)
+            if rank is None and watch.remote_exit is None:
                 watch.remote_exit = node_exit(line)
-            if pr.rank is not None and (stream == "err" or pr.host is not None):
-                watch.tails[pr.rank] = (watch.tails[pr.rank] + [line])[-5:]
+            if rank is not None and (stream == "err" or pr.host is not None):
+                watch.tails[rank] = (watch.tails[rank] + [line])[-5:]
             if line.strip():
                 echo(f"[{who}] {line}")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes.util
 import os
+import re
 import shutil
 
 from asprof.errors import AsprofError
@@ -40,12 +41,66 @@ def mpirun_command(nodes: int, env_names: list[str]) -> list[str]:
     reason = why_unavailable()
     if reason:
         raise AsprofError(f"the mpi backend needs mpirun: {reason}")
-    cmd = [shutil.which("mpirun"), "-np", str(nodes), "--oversubscribe", "--bind-to", "none"]
+    cmd = [shutil.which("mpirun"), "-np", str(nodes), "--oversubscribe", "--bind-to", "none", "--tag-output"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-run-as-root")
     for name in env_names:
         cmd += ["-x", name]
     return cmd + ["--"]
+
+
+_TAG = re.compile(r"\[\d+,(\d+)\]<(?:stdout|stderr)>:")
+_PARTIAL_TAG = re.compile(r"\[[\d,]*(\](<[a-z]*>?)?)?$")  # a tag cut off by the end of a read
+
+
+class TaggedOutput:
+    """Each rank's lines out of one of mpirun's streams under ``--tag-output``.
+
+    mpirun forwards each rank's output in pieces as it reads them and starts every piece, and
+    every line within one, with ``[job,rank]<stdout>:`` — but it does not end a piece that stops
+    mid-line, so a long line (a result of tens of KiB) arrives cut into pieces, each tagged,
+    with other ranks' pieces between them on the same physical line (seen with OpenMPI 4.1).
+    Reading the stream as tagged pieces, not as lines, gives every rank its own lines back.
+    Text after a line break that carries no tag is mpirun's own (rank None).
+    """
+
+    def __init__(self):
+        import codecs
+
+        self.decode = codecs.getincrementaldecoder("utf-8")("replace").decode
+        self.raw = ""
+        self.cur: int | None = None  # the rank whose piece is being read
+        self.bufs: dict[int | None, str] = {}
+
+    def feed(self, data: bytes, final: bool = False) -> list[tuple[int | None, str]]:
+        """(rank, line) of every line that ``data`` completes (all that is left when ``final``)."""
+        self.raw += self.decode(data, final)
+        out: list[tuple[int | None, str]] = []
+        pos = 0
+        while True:
+            m = _TAG.search(self.raw, pos)
+            end = m.start() if m else len(self.raw)
+            if m is None and not final:
+                k = self.raw.rfind("[", max(pos, len(self.raw) - 40))
+                if k != -1 and _PARTIAL_TAG.match(self.raw, k):
+                    end = k
+            self._text(self.raw[pos:end], out)
+            if m is None:
+                self.raw = self.raw[end:]
+                break
+            self.cur, pos = int(m.group(1)), m.end()
+        if final:
+            out += [(r, t) for r, t in self.bufs.items() if t]
+            self.bufs.clear()
+        return out
+
+    def _text(self, text: str, out: list) -> None:
+        *lines, rest = text.split("\n")
+        for line in lines:
+            out.append((self.cur, (self.bufs.pop(self.cur, "") + line).rstrip("\r")))
+            self.cur = None  # until the next tag: mpirun's own text
+        if rest:
+            self.bufs[self.cur] = self.bufs.get(self.cur, "") + rest
 
 
 def mpi_rank() -> int | None:
