@@ -42,3 +42,15 @@ def test_long_results_survive_mpiruns_interleaving():
     # interleave; every rank's result must come back whole
     results = launch(LaunchSpec(module=WORKER, args=("--pad", "300000"), nodes=3, backend="mpi"))
     assert [r["pad"] for r in results] == [str(r) * 300000 for r in range(3)]
+
+
+def test_an_mpi_hostfile_runs_through_mpirun_with_its_envs(tmp_path):
+    # two ranks on this machine named by an mlx.launch hostfile (mpi needs only ssh names); the
+    # hostfile's "envs" reach every rank
+    hf = tmp_path / "hosts.json"
+    hf.write_text(json.dumps({"backend": "mpi", "envs": ["ASPROF_TEST_ENV=42"],
+                              "hosts": [{"ssh": "127.0.0.1"}, {"ssh": "127.0.0.1"}]}))
+    spec = LaunchSpec(module=WORKER, args=("--show-env", "ASPROF_TEST_ENV"), hostfile=str(hf))
+    assert spec.backend == "mpi"  # the hostfile's own backend
+    results = launch(spec)
+    assert [(r["sum"], r["env"]) for r in results] == [(3.0, "42"), (3.0, "42")]

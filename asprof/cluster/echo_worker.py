@@ -18,6 +18,7 @@ def main(argv=None):
     ap.add_argument("--bytes", type=int, default=4, help="payload of each all_sum")
     ap.add_argument("--no-connect-rank", type=int, default=-1, help="this rank sleeps instead of joining")
     ap.add_argument("--pad", type=int, default=0, help="characters of padding in the result (a long message)")
+    ap.add_argument("--show-env", default=None, metavar="NAME", help="report this environment variable's value")
     args = ap.parse_args(argv)
     rank = int(os.environ.get("MLX_RANK", "0"))
     if rank == args.no_connect_rank:
@@ -41,7 +42,8 @@ def main(argv=None):
     emit_result({"rank": group.rank(), "size": group.size(), "sum": total[0].item(),
                  "correct": bool(mx.all(total == total[0]).item()), "times_s": times,
                  "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-                 "pad": str(group.rank()) * args.pad})
+                 "pad": str(group.rank()) * args.pad,
+                 "env": os.environ.get(args.show_env) if args.show_env else None})
 
 
 if __name__ == "__main__":

@@ -197,6 +197,14 @@ def _start(spec: LaunchSpec, size: int, tmpdir: str) -> list[_Rank]:
     base_env = {**os.environ, **spec.env, ENV_LAUNCHED: "1", "ASPROF_BACKEND": spec.backend,
                 "PYTHONUNBUFFERED": "1"}
     worker = [spec.python, "-m", spec.module, *spec.args]
+    if spec.backend == "mpi":  # mpirun starts the ranks (here, or on the hostfile's hosts)
+        from asprof.cluster.mpi import TaggedOutput, mpirun_for
+
+        cmd, env = mpirun_for(size, spec.hostfile, tmpdir, base_env,
+                              [ENV_LAUNCHED, "ASPROF_BACKEND", "PYTHONUNBUFFERED", *spec.env])
+        proc = _popen(None, [*cmd, *worker], env)
+        proc.demux = {"out": TaggedOutput(), "err": TaggedOutput()}  # every rank's output, tagged
+        return [proc]
     if spec.hostfile is not None:
         # Every host is checked first, so a host we cannot use is one line naming it. Only the
         # variables named here cross ssh; the interpreter is asprof.cluster.remote's choice.
@@ -209,14 +217,6 @@ def _start(spec: LaunchSpec, size: int, tmpdir: str) -> list[_Rank]:
             cmd += ["--env", f"{k}={v}"]
         cmd += ["--python", python, "--", "-m", spec.module, *spec.args]
         return [_popen(None, cmd, base_env)]
-    if spec.backend == "mpi":  # mpirun starts the ranks; MPI gives each its rank
-        from asprof.cluster.mpi import TaggedOutput, mpi_env, mpirun_command
-
-        env = {**base_env, **mpi_env()}
-        names = [ENV_LAUNCHED, "ASPROF_BACKEND", "PYTHONUNBUFFERED", *spec.env, *mpi_env()]
-        proc = _popen(None, [*mpirun_command(size, names), *worker], env)
-        proc.demux = {"out": TaggedOutput(), "err": TaggedOutput()}
-        return [proc]
 
     hosts = spec.hosts or tuple(RankHost("127.0.0.1") for _ in range(size))
     if spec.base_port is not None:

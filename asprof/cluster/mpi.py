@@ -36,17 +36,47 @@ def mpi_env() -> dict[str, str]:
     return {"MLX_MPI_LIBNAME": name} if name else {}
 
 
-def mpirun_command(nodes: int, env_names: list[str]) -> list[str]:
-    """``mpirun`` starting ``nodes`` local ranks, forwarding the variables ``env_names``."""
+def mpirun_command(nodes: int, env_names: list[str], hostfile: str | None = None) -> list[str]:
+    """``mpirun`` starting ``nodes`` ranks, forwarding the variables ``env_names``: on this
+    machine, or on the hosts of an mpirun ``hostfile`` (:func:`mpi_hostfile`)."""
     reason = why_unavailable()
     if reason:
         raise AsprofError(f"the mpi backend needs mpirun: {reason}")
     cmd = [shutil.which("mpirun"), "-np", str(nodes), "--oversubscribe", "--bind-to", "none", "--tag-output"]
+    if hostfile is not None:
+        cmd += ["--hostfile", hostfile]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-run-as-root")
     for name in env_names:
         cmd += ["-x", name]
     return cmd + ["--"]
+
+
+def mpi_hostfile(ssh_names: list[str]) -> str:
+    """mpirun's hostfile for an mlx.launch hostfile's hosts: one line per host, a slot per rank
+    (as mlx.launch writes it). asprof runs mpirun itself rather than ``mlx.launch --backend mpi``,
+    whose ``--output :raw`` only OpenMPI 5 knows (Debian 12 ships 4.1)."""
+    counts: dict[str, int] = {}
+    for name in ssh_names:
+        counts[name] = counts.get(name, 0) + 1
+    return "".join(f"{h} slots={n}\n" for h, n in counts.items())
+
+
+def mpirun_for(nodes: int, hostfile: str | None, tmpdir: str, env: dict, env_names: list[str]) -> tuple[list, dict]:
+    """(mpirun command, environment) for ``nodes`` ranks here, or on the hosts of an mlx.launch
+    ``hostfile`` (whose own ``"envs"`` are set, as mlx.launch sets them)."""
+    from pathlib import Path
+
+    from asprof.cluster.hostfile import load_hostfile
+
+    env, names, hosts = {**env, **mpi_env()}, [*env_names, *mpi_env()], None
+    if hostfile is not None:
+        hf = load_hostfile(hostfile)
+        extra = dict(e.split("=", 1) for e in hf.envs)
+        env, names = {**env, **extra}, names + list(extra)
+        hosts = str(Path(tmpdir) / "mpi-hosts")
+        Path(hosts).write_text(mpi_hostfile([h.ssh for h in hf.hosts]))
+    return mpirun_command(nodes, names, hosts), env
 
 
 _TAG = re.compile(r"\[\d+,(\d+)\]<(?:stdout|stderr)>:")
