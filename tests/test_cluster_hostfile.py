@@ -113,3 +113,31 @@ def test_a_jaccl_hostfile_is_launched_by_mlx_launch_with_its_backend(tmp_path, m
     assert rank is None and cmd[cmd.index("--backend") + 1] == "jaccl"
     assert "ASPROF_BACKEND=jaccl" in cmd and env["ASPROF_BACKEND"] == "jaccl"
     assert cmd[cmd.index("--hostfile") + 1] == str(p)
+
+
+def test_a_jaccl_rank_joins_mlx_with_its_backend(tmp_path):
+    # A rank started by mlx.launch for jaccl-ring: no MLX_HOSTFILE (JACCL reads MLX_IBV_DEVICES),
+    # MLX_RANK set. The narrowest fake: mx.distributed.init itself, which needs RDMA.
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import json, mlx.core as mx\n"
+        "calls = []\n"
+        "class G:\n"
+        "    def rank(self): return 2\n"
+        "    def size(self): return 4\n"
+        "mx.distributed.init = lambda **kw: calls.append(kw) or G()\n"
+        "from asprof.cluster.worker import init_group\n"
+        "init_group()\n"
+        "print('CALLS', json.dumps(calls))\n"
+    )
+    env = {**os.environ, "ASPROF_LAUNCHED": "1", "ASPROF_BACKEND": "jaccl-ring", "MLX_RANK": "2",
+           "MLX_JACCL_RING": "1"}
+    env.pop("MLX_HOSTFILE", None)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60).stdout
+    lines = out.splitlines()
+    assert json.loads(lines[-1].split(" ", 1)[1]) == [{"strict": True, "backend": "jaccl"}]
+    msgs = [json.loads(x.split(" ", 1)[1]) for x in lines if x.startswith("@@asprof ")]
+    assert [(m["type"], m["rank"]) for m in msgs] == [("hello", 2), ("ready", 2)] and msgs[1]["size"] == 4
