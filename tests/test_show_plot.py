@@ -116,7 +116,8 @@ def test_show_and_plot_from_the_cli(capsys, tmp_path):
     assert len(list((tmp_path / "png").glob("t-*.png"))) == 6
     assert main(["show", "m4-mini-x16-tb4"]) == 0  # a bundled profile by name
     out = capsys.readouterr().out  # the truthful label and the count of published and derived records (issue 17)
-    assert "origin mixed" in out and "records: 2 published, 86 derived" in out
+    # (issue 19: the link record is the published TB4 measurement, no longer derived from the line rate)
+    assert "origin mixed" in out and "records: 3 published, 85 derived" in out
 
 
 def _write(tmp_path, name, text):

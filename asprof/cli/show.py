@@ -24,9 +24,11 @@ def _energy_line(spec: str, nodes: int) -> str:
     from asprof.errors import AsprofError
     from asprof.simulate.energy import energy
     from asprof.simulate.session import SimulateConfig, run_simulation
+    from asprof.spec import RunChoices
 
     try:
-        rep = run_simulation(SimulateConfig(nodes=(nodes,), optimizers=("adam",), trace=spec, steps=5, variance=False))
+        rep = run_simulation(SimulateConfig(nodes=(nodes,), run=RunChoices(optimizers=("adam",)), trace=spec, steps=5,
+                                            variance=False))
     except AsprofError as e:
         return f"\nenergy: not predicted ({e})"
     if rep.power is None:
