@@ -63,7 +63,7 @@ def test_records_take_the_slowest_rank_per_call():
     assert s0.timing.samples_s == (3.0, 5.0, 1.0)  # call by call: max over ranks
     assert s0.metrics["time_s"] == 3.0 and s0.metrics["algbw_Bps"] == 1024 / 3.0
     assert s0.metrics["busbw_Bps"] == s0.metrics["algbw_Bps"] * 2 * (2 - 1) / 2
-    assert s0.params == {"bytes": 1024, "nodes": 2, "backend": "ring", "hosts": ["h0", "h1"]}
+    assert s0.params == {"bytes": 1024, "nodes": 2, "backend": "ring", "topology": "ring", "hosts": ["h0", "h1"]}
     fit = recs[-1]
     assert fit.op == "fit" and fit.params["model"] == MODEL and fit.params["nodes"] == 2
     assert set(fit.metrics) >= {"alpha_s", "beta_Bps", "r2"}
