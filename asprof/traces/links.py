@@ -56,6 +56,7 @@ LINK_FIGURES: dict[str, LinkFigure] = {f.key: f for f in (
                "github.com/ml-explore/mlx issue 3207)"),
 )}
 
+_TOPOLOGY = {"ring": "ring", "jaccl": "mesh"}  # as asprof.cluster.hostfile.TOPOLOGY names them
 _MODEL = {"ring": "ring: t = 2(K-1)*alpha + 2(K-1)/K * S / beta (not fitted: published figures)",
           "jaccl": "mesh: t = alpha + S/beta up to 32 KiB or 2 ranks, else 2*alpha + 2 S/(K beta) "
                    "(not fitted: published figures)"}
@@ -66,14 +67,12 @@ _BY_LINK = {"tb4": ("tb4-ring",), "tb5": ("tb5-ring", "tb5-jaccl")}
 
 def link_records(link: str, nodes: int) -> list[Record]:
     """The ``allreduce`` fit records of a profile whose cluster is joined by ``link`` (tb4, tb5)."""
-    from asprof.cluster.hostfile import TOPOLOGY
-
     out = []
     for key in _BY_LINK[link]:
         f = LINK_FIGURES[key]
         out.append(Record(
             "allreduce", "fit", "mlx", "link", "float32",
-            params={"nodes": nodes, "backend": f.backend, "topology": TOPOLOGY[f.backend], "link": f.link,
+            params={"nodes": nodes, "backend": f.backend, "topology": _TOPOLOGY[f.backend], "link": f.link,
                     "model": _MODEL[f.backend]},
             metrics={"alpha_s": f.alpha_s, "beta_Bps": f.beta_Bps},  # not fitted: no fit statistics
             origin="published", source=f.source,
