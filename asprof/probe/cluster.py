@@ -171,8 +171,8 @@ def run_cluster_probe(config, progress=lambda step: None):
     from asprof.traces.io import check_writable
 
     if config.hostfile is not None:
-        place, hostname = Placement(hostfile=str(config.hostfile), link=hostfile_link(config.hostfile),
-                                    backend=config.backend), None
+        place, hostname = Placement(hostfile=str(config.hostfile), backend=config.backend,
+                                    link=with_backend_label(hostfile_link(config.hostfile), config.backend)), None
     else:
         place, hostname = (Placement(nodes=config.nodes, link=with_backend_label("loopback", config.backend),
                                      backend=config.backend), capture_host(with_torch=False).hostname)

@@ -73,9 +73,9 @@ class ValidationResult:
 def link_label(cfg: ValidateConfig) -> str:
     """What joins the ranks, as recorded in the all-reduce records (a trace is reused only for
     the same link and backend: asprof.validate.match)."""
-    if cfg.backend not in (None, "ring"):
-        return f"{_link(cfg)} ({cfg.backend})"
-    return _link(cfg)
+    from asprof.probe.cluster import with_backend_label
+
+    return with_backend_label(_link(cfg), cfg.backend)
 
 
 def _link(cfg: ValidateConfig) -> str:
