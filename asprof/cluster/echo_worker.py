@@ -16,6 +16,7 @@ def main(argv=None):
     ap.add_argument("--die-rank", type=int, default=-1, help="this rank exits with code 7 after one step")
     ap.add_argument("--hang-rank", type=int, default=-1, help="this rank stops sending heartbeats after one step")
     ap.add_argument("--bytes", type=int, default=4, help="payload of each all_sum")
+    ap.add_argument("--step-s", type=float, default=0.0, help="each step also sleeps this long (slow steps)")
     ap.add_argument("--no-connect-rank", type=int, default=-1, help="this rank sleeps instead of joining")
     ap.add_argument("--pad", type=int, default=0, help="characters of padding in the result (a long message)")
     ap.add_argument("--show-env", default=None, metavar="NAME", help="report this environment variable's value")
@@ -35,6 +36,7 @@ def main(argv=None):
         if step == 1 and group.rank() == args.hang_rank:
             time.sleep(3600)
         t = time.perf_counter()
+        time.sleep(args.step_s)
         total = mx.distributed.all_sum(payload, group=group)
         mx.eval(total)
         times.append(time.perf_counter() - t)

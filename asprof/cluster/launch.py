@@ -19,9 +19,10 @@ Three ways to place ranks, all running the same worker module:
 The backend is ``mlx.launch``'s default unless given (asprof.cluster.hostfile.check_run).
 
 The watchdog (DESIGN §7) ends the whole run — every rank killed, one message naming the rank —
-when a rank exits with an error, never connects within ``connect_s``, stops sending heartbeats
-for ``stall_s`` (the ring backend can deadlock at >= 3 ranks), or the run exceeds
-``timeout_s``. Ranks run in their own process groups and also die with the launcher.
+when a rank exits with an error, or when :class:`asprof.cluster.watchdog.Watchdog` says so: a
+rank never connects within ``connect_s``, goes silent (stopped, frozen, cut off) for longer than
+max(15 s, 5 × the run's median step), stops making progress (a deadlocked ring), or the run
+exceeds ``timeout_s``. Ranks run in their own process groups and also die with the launcher.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from typing import Callable
 from asprof.cluster.hostfile import check_run, read_hostfile  # noqa: F401  (read_hostfile: re-exported)
 from asprof.cluster.remote import (LOCAL, RING_PORT, SSH_CONNECT_S, node_exit, node_exit_message, remote_python,
                                    require_hosts, ring_hosts, ssh_rank_command)
+from asprof.cluster.watchdog import Watchdog
 from asprof.cluster.worker import ENV_LAUNCHED, ENV_RING, TAG
 from asprof.errors import AsprofError, DistributedError
 
@@ -66,7 +68,7 @@ class LaunchSpec:
     backend: str | None = None  # None: as mlx.launch picks it (hostfile.default_backend)
     timeout_s: float = 3600.0  # the whole run
     connect_s: float = 25.0  # every rank must join the group within this (+ kill grace < 30 s)
-    stall_s: float = 60.0  # longest silence (no heartbeat) from a running rank
+    stall_s: float = 60.0  # longest stretch without a heartbeat from a rank that is alive (watchdog.py)
     kill_grace_s: float = 3.0  # SIGTERM, then SIGKILL after this
     python: str = sys.executable
     base_port: int | None = None
@@ -161,13 +163,13 @@ class _Rank:
 class _Watch:
     """Per-rank state seen through the protocol lines."""
 
-    def __init__(self, size: int, start: float):
+    def __init__(self, size: int, start: float, spec: LaunchSpec):
         self.size = size
+        self.dog = Watchdog(size, start, spec.timeout_s, spec.connect_s, spec.stall_s)
         self.hello: set[int] = set()
         self.ready: set[int] = set()
         self.step: dict[int, object] = {}
         self.results: dict[int, dict] = {}
-        self.last_seen = {r: start for r in range(size)}
         self.tails: dict[int, list[str]] = {r: [] for r in range(size)}
         self.remote_exit: tuple[int, int] | None = None  # (rank, code): mlx.launch saw a rank fail
 
@@ -300,7 +302,7 @@ def _popen(rank, cmd, env, cpus: set[int] | None = None) -> _Rank:
 
 def _supervise(spec, procs: list[_Rank], size: int, on_event, echo) -> list[dict]:
     start = time.monotonic()
-    watch = _Watch(size, start)
+    watch = _Watch(size, start, spec)
     sel = selectors.DefaultSelector()
     for pr in procs:
         os.set_blocking(pr.proc.stdout.fileno(), False)
@@ -335,7 +337,7 @@ def _supervise(spec, procs: list[_Rank], size: int, on_event, echo) -> list[dict
             if open_streams == 0 and exited:
                 missing = sorted(set(range(size)) - set(watch.results))
                 raise DistributedError(f"rank {missing[0]} exited without a result{_tail(watch, missing[0])}")
-            _check_time(spec, watch, now, start, size)
+            watch.dog.check(now, watch.hello, watch.ready, set(watch.results))
     finally:
         held.release_all()
     return [watch.results[r] for r in range(size)]
@@ -392,7 +394,7 @@ def _flush(pr: _Rank, stream, watch: _Watch, on_event, echo, final=False):
             r = msg.get("rank")
             if not isinstance(r, int) or not 0 <= r < watch.size:
                 continue
-            watch.last_seen[r] = time.monotonic()
+            watch.dog.heard(r, msg.get("type"), time.monotonic(), msg.get("step"))
             watch.hello.add(r)
             if msg.get("type") == "ready":
                 watch.ready.add(r)
@@ -400,7 +402,7 @@ def _flush(pr: _Rank, stream, watch: _Watch, on_event, echo, final=False):
                 watch.step[r] = msg.get("step")
             elif msg.get("type") == "result":
                 watch.results[r] = msg.get("result")
-            if on_event is not None:
+            if on_event is not None and msg.get("type") != "alive":
                 on_event(msg)
         else:
             who = f"rank {rank}" if rank is not None else _launcher(pr)
@@ -434,36 +436,6 @@ def _check_exits(procs: list[_Rank], watch: _Watch, size: int) -> None:
             raise DistributedError(f"{_launcher(pr)} exited with code {code} (a rank failed; see its output above)")
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
         raise DistributedError(f"rank {pr.rank} {how}{_tail(watch, pr.rank)}; stopped all {size} ranks")
-
-
-def _check_time(spec: LaunchSpec, watch: _Watch, now: float, start: float, size: int) -> None:
-    if now - start > spec.timeout_s:
-        raise DistributedError(f"the run exceeded its {spec.timeout_s:g} s limit; stopped all {size} ranks")
-    not_ready = sorted(set(range(size)) - watch.ready)
-    if not_ready and now - start > spec.connect_s:
-        silent = sorted(set(range(size)) - watch.hello)
-        if silent:
-            raise DistributedError(
-                f"rank {_ranks(silent)} never connected within {spec.connect_s:g} s (it did not start "
-                f"or cannot be reached; check the host and that asprof is installed there); stopped all {size} ranks"
-            )
-        raise DistributedError(
-            f"rank {_ranks(not_ready)} never connected within {spec.connect_s:g} s (the ring could not "
-            f"form: check the IP addresses and that nothing blocks the ring ports); stopped all {size} ranks"
-        )
-    running = [r for r in range(size) if r not in watch.results and r not in not_ready]
-    stalled = [r for r in running if now - watch.last_seen[r] > spec.stall_s]
-    if stalled:
-        steps = ", ".join(f"rank {r} at step {watch.step.get(r, 'start')}" for r in stalled)
-        who = "every running rank" if len(stalled) == len(running) else f"rank {_ranks(stalled)}"
-        raise DistributedError(
-            f"{who} made no progress for {spec.stall_s:g} s ({steps}): the run hung (MLX's ring "
-            f"backend can deadlock at 3 or more ranks); stopped all {size} ranks"
-        )
-
-
-def _ranks(ranks: list[int]) -> str:
-    return ", ".join(map(str, ranks))
 
 
 def _kill_all(procs: list[_Rank], grace_s: float) -> None:

@@ -9,6 +9,10 @@ protocol works for local ranks, ranks in network namespaces and remote ranks sta
   that said hello but never got ready could not form the ring.
 - ``heartbeat(step)`` tells the watchdog the rank is making progress; a rank that stops
   sending them is hung (the MLX ring backend can deadlock at >= 3 ranks).
+- from ``hello`` on, a daemon thread says ``alive`` every second, also while the main thread
+  computes or waits in a collective (MLX releases the GIL there): a rank that falls silent is
+  stopped, frozen or cut off, and the watchdog can name it rather than its waiting peers
+  (asprof.cluster.watchdog).
 - ``emit_result(obj)`` hands a JSON-serialisable result back to ``launch()``.
 """
 
@@ -27,13 +31,16 @@ ENV_RING = "ASPROF_RING"  # a rank started over ssh: its MLX_HOSTFILE's contents
 
 _rank = 0
 _last_beat = 0.0
+_lock = threading.Lock()  # the main thread and the alive thread each write whole lines
 
 
 def _send(kind: str, **payload) -> None:
     msg = {"type": kind, "rank": _rank, **payload}
     # One write of one line, flushed: lines from several ranks may interleave but never split.
-    sys.stdout.write(TAG + json.dumps(msg, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
+    line = TAG + json.dumps(msg, separators=(",", ":")) + "\n"
+    with _lock:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def launched() -> bool:
@@ -58,6 +65,7 @@ def init_group(backend: str | None = None):
         rank = os.environ.get("MLX_RANK") or os.environ.get("JACCL_RANK")
         _rank = int(rank) if rank else (mpi_rank() or 0)
         _send("hello", pid=os.getpid())  # started; joining the group may still block
+        _start_alive()
     ring_file = _ring_file()
     try:
         # the ring joins ranks listed in MLX_HOSTFILE (none for a single rank); the other backends
@@ -106,6 +114,20 @@ def emit_result(result: dict) -> None:
         _send("result", result=result)
     else:
         print(json.dumps(result, indent=1))
+
+
+def _start_alive() -> None:
+    from asprof.cluster.watchdog import ALIVE_EVERY_S
+
+    def speak():
+        while True:
+            time.sleep(ALIVE_EVERY_S)
+            try:
+                _send("alive")
+            except (OSError, ValueError):  # the launcher's pipe is gone: the process ends anyway
+                return
+
+    threading.Thread(target=speak, name="asprof-alive", daemon=True).start()
 
 
 def _watch_parent() -> None:
