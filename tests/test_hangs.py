@@ -32,8 +32,16 @@ def _ranks_of(pid: int) -> list[psutil.Process]:
     return out
 
 
+def _in_ring(p: psutil.Process) -> bool:
+    """The rank joined the ring (holds a connected TCP socket; its pipes to us are not sockets)."""
+    try:
+        return any(c.status == psutil.CONN_ESTABLISHED for c in p.net_connections("tcp"))
+    except psutil.Error:
+        return False
+
+
 def stop_a_rank(cmd: list[str], cwd, settle_s: float = 3.0, nodes: int = 2):
-    """Run ``cmd``, SIGSTOP its rank 1 once every rank has run ``settle_s``: (exit code, stderr,
+    """Run ``cmd``, SIGSTOP its rank 1 ``settle_s`` after every rank joined the ring: (exit code, stderr,
     seconds from the stop to the exit, the ranks left afterwards)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
     victim = None
@@ -41,7 +49,7 @@ def stop_a_rank(cmd: list[str], cwd, settle_s: float = 3.0, nodes: int = 2):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and victim is None and proc.poll() is None:
             ranks = _ranks_of(proc.pid)
-            if len(ranks) == nodes:
+            if len(ranks) == nodes and all(_in_ring(p) for p in ranks):
                 time.sleep(settle_s)
                 victim = next(p for p in ranks if p.environ().get("MLX_RANK") == "1")
             time.sleep(0.2)

@@ -124,6 +124,23 @@ def namespace_ring(ring: NetnsRing) -> Iterator[list[RankHost]]:
         _teardown(created)
 
 
+def host_link(ring: NetnsRing, i: int) -> tuple[str, str]:
+    """(namespace, interface) of host i's link to the switch."""
+    return ring.ns(i), f"as{ring.id}h{i}"
+
+
+def set_link(ring: NetnsRing, i: int, up: bool) -> None:
+    """Take host i's link down (its peers' packets are lost; TCP retries) or bring it back."""
+    ns, dev = host_link(ring, i)
+    _run("ip", "-n", ns, "link", "set", dev, "up" if up else "down")
+
+
+def shape_link(ring: NetnsRing, i: int, rate_mbit: float) -> None:
+    """Change host i's outbound rate now (tbf, replacing whatever shaped it), e.g. mid-run."""
+    ns, dev = host_link(ring, i)
+    _run("ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", "tbf", *tbf_args(rate_mbit))
+
+
 def _teardown(namespaces: list[str]) -> None:
     # Deleting a namespace removes its interfaces; a veth pair dies with either end.
     for ns in reversed(namespaces):

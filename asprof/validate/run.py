@@ -30,6 +30,7 @@ from asprof.probe.cluster import Placement
 from asprof.validate.compare import compare
 from asprof.spec import RunSpec
 from asprof.validate.config import ValidateConfig
+from asprof.validate.stragglers import describe, find_stragglers
 
 Progress = Callable[[str], None]
 
@@ -303,7 +304,9 @@ def run_validation(cfg: ValidateConfig, progress: Progress = lambda msg: None) -
                               "refresh_steps": r.refresh_steps, "state_bytes": r.state_bytes,
                               "bytes_per_step": r.bytes_per_step[-1] if r.bytes_per_step else {},
                               "instrumented_loss_max_abs_diff": r.instrumented_loss_max_abs_diff,
-                              "step_time_s": r.step_time_s, "phases_s": r.phases_s}
+                              "step_time_s": r.step_time_s, "phases_s": r.phases_s,
+                              "stragglers": find_stragglers(r.phases_s_by_rank, cfg.warmup_steps)}
+        notes += [describe(label[o], s) for s in training[label[o]]["stragglers"]]
         notes += [n for n in sim_notes if n not in notes]
     if not comparisons:
         raise AsprofError("nothing was compared")
