@@ -101,6 +101,7 @@ def test_a_stopped_rank_ends_the_run_within_30_s(what, tmp_path):
     assert code == 3, err
     line = _one_line(err, what)
     assert f"limit {SILENCE_FLOOR_S:g} s = max({SILENCE_FLOOR_S:g} s, {STEPS_K:g} × the median step" in line, line
+    print(f"{what}: ended {took:.1f} s after the stop: {line}")
     assert took < 30, (took, line)
     assert left == []
 
@@ -126,6 +127,7 @@ def test_with_slow_steps_the_limit_scales_and_is_stated():
     msg = str(e.value)
     assert msg.startswith("rank 1 went silent (rank 1 at step 3)"), msg
     assert re.search(r"limit 20(\.\d)? s = max\(15 s, 5 × the median step 4(\.\d+)? s\)", msg), msg
+    print(f"slow steps: ended {took:.1f} s after the stop: {msg}")
     assert 20 <= took < 20 + 8, took
     assert time.monotonic() - t0 < 60
 

@@ -14,9 +14,11 @@ every message to a :class:`Watchdog` and asks it, several times a second, whethe
   limit stands in for the median. The message names the rank, its last step and the limit
   with how it was reached;
 - **no progress**: a rank that still says ``alive`` but whose main thread sent no heartbeat
-  for longer than ``max(stall_s, STEPS_K × median step)`` — a deadlocked collective (MLX's ring
-  can deadlock at 3 or more ranks). ``stall_s`` is the caller's floor for its longest silent
-  stretch of work (a K-FAC refresh, one probe);
+  for longer than ``max(stall_s, STEPS_K × median step)`` — a collective that never completes (a
+  link between ranks down for good; MLX's ring can deadlock at 3 or more ranks). ``stall_s`` is
+  the caller's floor for its longest silent stretch of work (a K-FAC refresh, one probe). A rank
+  waiting in MLX's ring is not idle (it polls: 1.6 s of CPU in 5 s measured), so its CPU time
+  cannot tell waiting from working, and this floor stays long;
 - **timeout**: the run as a whole exceeds ``timeout_s``.
 """
 
@@ -109,7 +111,7 @@ class Watchdog:
             longest = max(now - self.last_heard[r] for r in silent)
             raise DistributedError(
                 f"rank {_ranks(silent)} went silent ({at}): nothing from it for {fmt_s(longest)} s ({how}); "
-                f"the process is stopped, its host froze or its link is down; {stopped}")
+                f"the process is stopped, its host froze or it is cut off from the launcher; {stopped}")
         plimit = self.progress_limit()
         stalled = [r for r in running if now - self.last_progress[r] > plimit]
         if stalled:
@@ -117,7 +119,8 @@ class Watchdog:
             who = "every running rank" if len(stalled) == len(running) else f"rank {_ranks(stalled)}"
             raise DistributedError(
                 f"{who} made no progress for {fmt_s(plimit)} s ({steps}) though still alive: the run hung "
-                f"(MLX's ring backend can deadlock at 3 or more ranks); {stopped}")
+                f"in a collective (a link between ranks down for good, or MLX's ring backend deadlocked, "
+                f"which it can at 3 or more ranks); {stopped}")
 
 
 def _ranks(ranks: list[int]) -> str:
