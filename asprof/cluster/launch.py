@@ -168,7 +168,6 @@ class _Watch:
         self.dog = Watchdog(size, start, spec.timeout_s, spec.connect_s, spec.stall_s)
         self.hello: set[int] = set()
         self.ready: set[int] = set()
-        self.step: dict[int, object] = {}
         self.results: dict[int, dict] = {}
         self.tails: dict[int, list[str]] = {r: [] for r in range(size)}
         self.remote_exit: tuple[int, int] | None = None  # (rank, code): mlx.launch saw a rank fail
@@ -398,8 +397,6 @@ def _flush(pr: _Rank, stream, watch: _Watch, on_event, echo, final=False):
             watch.hello.add(r)
             if msg.get("type") == "ready":
                 watch.ready.add(r)
-            elif msg.get("type") == "heartbeat":
-                watch.step[r] = msg.get("step")
             elif msg.get("type") == "result":
                 watch.results[r] = msg.get("result")
             if on_event is not None and msg.get("type") != "alive":

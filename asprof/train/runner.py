@@ -69,8 +69,9 @@ def _run_distributed(config: TrainConfig, on_progress: Progress | None, save_par
     if save_params:
         args += ["--save-params", save_params]
     args += list(worker_args)
-    # A refresh of a large model (eigh of every factor on the CPU) can take a while: allow a
-    # long silence between heartbeats, bounded by the run's own limit.
+    # A refresh of a large model (eigh of every factor on the CPU) can take a while: allow a long
+    # stretch without a heartbeat, bounded by the run's own limit (the no-progress rule; a rank
+    # that stops altogether is caught sooner by the silence rule, asprof/cluster/watchdog.py).
     spec = LaunchSpec(module=worker, args=tuple(args), nodes=None if config.hostfile or hosts else config.nodes,
                       hostfile=config.hostfile, hosts=hosts, timeout_s=config.timeout_s, backend=config.backend,
                       stall_s=max(60.0, config.timeout_s / 10))
