@@ -18,7 +18,7 @@ from asprof.errors import DistributedError
 pytestmark = [pytest.mark.netns, pytest.mark.distributed, pytest.mark.slow,
               pytest.mark.skipif(why_unavailable() is not None, reason=str(why_unavailable()))]
 WORKERS = ("asprof.train.worker", "asprof.probe.allreduce_worker", "asprof.probe.cluster_worker")
-RATE = 200.0
+RATE = 1000.0
 DOWN_S = 3.0
 
 

@@ -439,6 +439,7 @@ def _kill_all(procs: list[_Rank], grace_s: float) -> None:
     alive = [p for p in procs if p.proc.poll() is None]
     for p in alive:
         _signal_group(p.proc, signal.SIGTERM)
+        _signal_group(p.proc, signal.SIGCONT)  # a stopped rank (watchdog: silent) can act on it now
     deadline = time.monotonic() + grace_s
     for p in alive:
         try:
