@@ -61,7 +61,7 @@ def commands(work: Path, netns: bool) -> list[tuple[str, object]]:
         ("probe", lambda: probe(trace)),
         ("simulate", ["simulate", "--trace", str(trace), "--nodes", "2", "--optimizer", "adam,kpop"]),
         ("train", ["train", "--nodes", "2", "--optimizer", "kpop", *TINY, "--steps", "40", "--out", str(work / "train")]),
-        ("validate", ["validate", *place, "--optimizer", "adam", *TINY, "--steps", "8", "--warmup-steps", "2",
+        ("validate", ["validate", *place, "--optimizer", "adam", *TINY, "--steps", "8", "--warmup", "2",
                       "--probe-level", "tiny", "--probe-rounds", "1", "--tolerance", "1e9",
                       "--traces-dir", str(work / "traces"), "--out", str(work / "validate")]),
     ]

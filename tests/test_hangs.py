@@ -93,7 +93,7 @@ def test_a_stopped_rank_ends_the_run_within_30_s(what, tmp_path):
     if what == "train":
         cmd = _asprof("train", "--nodes", "2", *TINY_TRAIN, "--out", str(tmp_path / "out"))
     elif what == "validate":
-        cmd = _asprof("validate", "--nodes", "2", *TINY_TRAIN, "--warmup-steps", "2", "--trace", "m4-mini-x16-tb4",
+        cmd = _asprof("validate", "--nodes", "2", *TINY_TRAIN, "--warmup", "2", "--trace", "m4-mini-x16-tb4",
                       "--out", str(tmp_path / "out"))
     else:  # the all-reduce sweep's largest sizes run long enough to be stopped mid-sweep
         cmd = _asprof("probe", "--nodes", "2", "--only", "allreduce", "--out", str(tmp_path / "t.json"))

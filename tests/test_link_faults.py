@@ -107,7 +107,7 @@ def test_train_through_a_link_fault(kind):
     from asprof.train.runner import run_training
 
     ring = NetnsRing(2, RATE)
-    config = TrainConfig(optimizer="adam", model="tiny", batch=2, seq=16, steps=40, nodes=2)
+    config = TrainConfig.build("adam", model="tiny", batch=1, seq=16, steps=40, nodes=2)
     go = threading.Event()
 
     def on_progress(phase, step, steps, loss, dt):
@@ -141,8 +141,8 @@ def test_probe_through_a_link_fault(kind, tmp_path):
 @pytest.mark.parametrize("kind", ["down", "slow"])
 def test_validate_through_a_link_fault(kind, tmp_path):
     cmd = [sys.executable, "-c", "from asprof.cli import run; run()", "validate", "--nodes", "2", "--netns-rate",
-           f"{RATE:g}", "--optimizer", "adam", "--model", "tiny", "--batch", "2", "--seq", "16", "--steps", "40",
-           "--warmup-steps", "2", "--trace", "m4-mini-x16-tb4", "--tolerance", "1e9", "--out", str(tmp_path / "out")]
+           f"{RATE:g}", "--optimizer", "adam", "--model", "tiny", "--batch", "2", "--seq", "16", "--steps", "100",
+           "--warmup", "2", "--trace", "m4-mini-x16-tb4", "--tolerance", "1e9", "--out", str(tmp_path / "out")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     prefix = f"asprof{proc.pid % 100000}"
     ring = None
@@ -154,7 +154,7 @@ def test_validate_through_a_link_fault(kind, tmp_path):
             names = [n for n in leftover_namespaces() if n.startswith(prefix) and n.endswith("-h1")]
             if len(trainers) == 2 and names:
                 ring = NetnsRing(2, RATE, ring_id=names[0][len("asprof"):-len("-h1")])
-                time.sleep(4.0)  # compiled, training
+                time.sleep(2.0)  # compiled, training
                 break
             time.sleep(0.2)
         assert ring is not None, f"the ranks never started: {proc.communicate()[1][-2000:]}"

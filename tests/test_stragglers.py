@@ -93,7 +93,7 @@ def slow_node(pid: int, share: float):
 @pytest.mark.skipif(_cpu_dir() is None, reason="limiting one rank's CPU needs root and a cpu cgroup controller")
 def test_validate_names_a_straggling_rank(tmp_path):
     cmd = [sys.executable, "-c", "from asprof.cli import run; run()", "validate", "--nodes", "2", "--optimizer", "adam",
-           "--model", "tiny", "--batch", "2", "--seq", "16", "--steps", "16", "--warmup-steps", "2",
+           "--model", "tiny", "--batch", "2", "--seq", "16", "--steps", "16", "--warmup", "2",
            "--trace", "m4-mini-x16-tb4", "--tolerance", "1e9", "--out", str(tmp_path / "out")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:

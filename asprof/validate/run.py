@@ -305,8 +305,8 @@ def run_validation(cfg: ValidateConfig, progress: Progress = lambda msg: None) -
                               "bytes_per_step": r.bytes_per_step[-1] if r.bytes_per_step else {},
                               "instrumented_loss_max_abs_diff": r.instrumented_loss_max_abs_diff,
                               "step_time_s": r.step_time_s, "phases_s": r.phases_s,
-                              "stragglers": find_stragglers(r.phases_s_by_rank, cfg.warmup_steps)}
-        notes += [describe(label[o], s) for s in training[label[o]]["stragglers"]]
+                              "stragglers": find_stragglers(r.phases_s_by_rank, cfg.skip)}
+        notes += [describe(o, s) for s in training[o]["stragglers"]]
         notes += [n for n in sim_notes if n not in notes]
     if not comparisons:
         raise AsprofError("nothing was compared")
