@@ -25,7 +25,10 @@ OPTIMIZERS = ("adam", "kpop", "topkpop", "eigen-adam", "soap", "racs", "alice", 
 KFAC_OPTIMIZERS = ("kpop", "topkpop")
 # The structured-Fisher paper's optimizers (paper 004) need no KFAC factors.
 STRUCTURED = ("eigen-adam", "soap", "racs", "alice", "alice-0")
-EIG_METHODS = ("eigh", "power")
+# "auto": "subspace" for a basis that keeps fewer vectors than its factor's size (TopKPOP, s < 1),
+# "eigh" for a full one (KPOP), where a partial solver has nothing to save (asprof.optimizers.kpop).
+EIG_METHODS = ("auto", "eigh", "power", "subspace")
+FACTOR_DTYPES = ("float32", "bfloat16", "float16")  # the KFAC factor GEMMs' precision (kfac.py)
 DTYPES = ("float32", "float16", "bfloat16")
 TRAINED_DTYPES = ("float32",)  # what asprof train runs today
 BYTE_VOCAB = 256  # training reads bytes: token ids < 256
@@ -41,7 +44,10 @@ WARMUP = 10  # refresh every step while t < warm-up; the timing summaries start 
 ALPHA = 0.95  # factor EMA decay
 BETAS = (0.9, 0.999)
 EPS = 1e-8
-EIG_METHOD = "eigh"
+EIG_METHOD = "auto"
+# Block power steps per "subspace" refresh (eigenbasis.subspace_basis): one reached TopKPOP's
+# eigh loss within noise at s = 0.1 (docs/optimizers.md, "Partial eigensolver").
+SUBSPACE_ITERATIONS = 1
 RANK = 0.25  # Alice/Alice-0 rank: a fraction (<= 1) of each matrix's smaller side, or a count
 BUCKET_BYTES = 32 * 1024**2  # mlx.nn.average_gradients' all_reduce_size, and our Communicator's
 # Learning rates picked by the sweep recorded in docs/optimizers.md (small model, stdlib corpus,
@@ -137,6 +143,9 @@ class OptimizerSpec:
     interval: int | None = None  # Eigen-Adam/SOAP/Alice refresh interval K; None: DEFAULT_INTERVAL
     rank: float = RANK
     bucket_bytes: int = BUCKET_BYTES
+    subspace_iterations: int = SUBSPACE_ITERATIONS  # KPOP/TopKPOP "subspace" refreshes
+    factor_token_stride: int = 1  # KPOP/TopKPOP factors from every k-th token (approximate if > 1)
+    factor_dtype: str = "float32"  # KPOP/TopKPOP factor GEMMs' precision (approximate if lower)
 
     def __post_init__(self):
         check_optimizer(self.name)
@@ -160,6 +169,10 @@ class OptimizerSpec:
             check_int("--interval", self.interval)
         check_rank(self.rank)
         check_int("bucket bytes", self.bucket_bytes)
+        check_int("subspace iterations", self.subspace_iterations)
+        check_int("factor token stride", self.factor_token_stride)
+        if self.factor_dtype not in FACTOR_DTYPES:
+            raise AsprofError(f"factor dtype must be one of {', '.join(FACTOR_DTYPES)}, got {self.factor_dtype!r}")
 
     @property
     def kfac(self) -> bool:
@@ -193,6 +206,18 @@ class OptimizerSpec:
     def label(self) -> str:
         return f"topkpop s={self.sparsity:g}" if self.name == "topkpop" else self.name
 
+    def basis_method(self, n: int, k: int) -> str:
+        """How a refresh after the first updates an n×k basis (KPOP._basis): eigh, power or subspace."""
+        if self.eig_method == "auto":
+            return "subspace" if k < n else "eigh"
+        return self.eig_method
+
+    @property
+    def iterative_refresh(self) -> bool:
+        """Whether KPOP/TopKPOP refreshes after the first iterate from the previous bases."""
+        return self.kfac and (self.eig_method in ("power", "subspace") or
+                              (self.eig_method == "auto" and self.name == "topkpop" and self.sparsity < 1))
+
     def refresh_due(self, t: int) -> bool:
         """KPOP.refresh_due: every step during warm-up, then when t mod f == 0. Eigen-Adam, SOAP,
         Alice (StructuredOptimizer.refresh_due): t + 1 = 1 or (t + 1) mod K = 0."""
@@ -217,7 +242,8 @@ class OptimizerSpec:
             return kw
         kw["betas"] = (self.beta1, self.beta2)
         if self.kfac:
-            kw.update(alpha=self.alpha, warmup=self.warmup, frequency=self.frequency, eig_method=self.eig_method)
+            kw.update(alpha=self.alpha, warmup=self.warmup, frequency=self.frequency, eig_method=self.eig_method,
+                      subspace_iterations=self.subspace_iterations)
         return kw
 
 

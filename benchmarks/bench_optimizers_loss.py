@@ -24,9 +24,10 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
-from asprof.spec import DEFAULT_LR
+from asprof.spec import DEFAULT_LR, OptimizerSpec
 from asprof.train.config import TrainConfig
 from asprof.train.data import load_corpus
 from asprof.train.loop import train_process
@@ -49,27 +50,48 @@ def parse():
     ap.add_argument("--structured-lrs", default="2.5e-3,5e-3,1e-2,2e-2")
     ap.add_argument("--only-structured", action="store_true",
                     help="skip the KPOP/TopKPOP rows and Adam's sweep (Adam runs once at its default rate)")
+    ap.add_argument("--final", default=None,
+                    help="only these final runs, no sweep (rates: DEFAULT_LR): comma-separated OPT[:s][/KEY=VALUE...] "
+                         "with OptimizerSpec keys (str or int), e.g. 'kpop,topkpop:0.1,topkpop:0.1/eig_method=eigh'")
     ap.add_argument("--eval-batches", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="write every run's numbers to this JSON file")
     return ap.parse_args()
 
 
-def run(config, corpus, log):
+def run(config, corpus, log, options=None):
     t = time.monotonic()
     record = train_process(config, None, corpus)
     result = combine(config, [record.to_dict()], corpus.describe(), 0)
     row = {"optimizer": config.optimizer, "sparsity": config.sparsity if config.optimizer == "topkpop" else None,
            "lr": config.learning_rate, "steps": config.steps, "val_loss": result.final_val_loss,
            "train_loss_last10": sum(result.losses[-10:]) / len(result.losses[-10:]),
-           "step_time_mean_s": result.summary["step_time_mean_s"], "wall_s": time.monotonic() - t}
+           "step_time_mean_s": result.summary["step_time_mean_s"], "wall_s": time.monotonic() - t,
+           "options": options or {}}
     log(f"  {label(row):<18} lr {row['lr']:<7g} steps {row['steps']:>4}  val {row['val_loss']:.4f}  "
         f"train(last 10) {row['train_loss_last10']:.4f}  {row['step_time_mean_s'] * 1e3:.0f} ms/step  ({row['wall_s']:.0f} s)")
     return row
 
 
 def label(row):
-    return row["optimizer"] + (f" s={row['sparsity']:g}" if row["sparsity"] is not None else "")
+    return row["optimizer"] + (f" s={row['sparsity']:g}" if row["sparsity"] is not None else "") + \
+        "".join(f" {k}={v}" for k, v in row.get("options", {}).items())
+
+
+def final_only(spec: str, base: TrainConfig, steps: int, corpus, log) -> list[dict]:
+    """--final: each OPT[:s][/KEY=VALUE...] at its default rate, ``steps`` steps."""
+    rows = []
+    for item in spec.split(","):
+        head, *opts = item.split("/")
+        opt, _, s = head.partition(":")
+        options = {}
+        for o in opts:
+            k, _, v = o.partition("=")
+            field = next(f for f in fields(OptimizerSpec) if f.name == k)
+            options[k] = v if field.type in ("str", "str | None") else int(float(v))
+        cfg = base.evolve(optimizer=opt, sparsity=float(s or 1.0), lr=DEFAULT_LR[opt], steps=steps, **options)
+        rows.append(run(cfg, corpus, log, options))
+    return rows
 
 
 def main():
@@ -88,6 +110,24 @@ def main():
         f"data {corpus.source} [{corpus.fingerprint}], validation {a.eval_batches} x {a.batch} windows")
     lrs = [float(x) for x in a.lrs.split(",")]
     t0 = time.monotonic()
+    if a.final:
+        log(f"\nfinal ({a.steps} steps each, default rates, no sweep):")
+        final, sweep, best = final_only(a.final, base, a.steps, corpus, log), [], {}
+    else:
+        sweep, best, final = sweep_and_final(a, base, lrs, corpus, log)
+    log(f"\ntotal {time.monotonic() - t0:.0f} s\n")
+    log("| optimizer | lr | validation loss | train loss (last 10 steps) | ms / step |")
+    log("|---|---|---|---|---|")
+    for r in final:
+        log(f"| {label(r)} | {r['lr']:g} | {r['val_loss']:.4f} | {r['train_loss_last10']:.4f} | "
+            f"{r['step_time_mean_s'] * 1e3:.0f} |")
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps({"args": vars(a), "argv": sys.argv, "corpus": corpus.describe(),
+                                           "sweep": sweep, "picked": best, "final": final}, indent=1))
+
+
+def sweep_and_final(a, base, lrs, corpus, log):
     sweep, best = [], {}
     structured = [o for o in a.structured.split(",") if o]
     slrs = [float(x) for x in a.structured_lrs.split(",")]
@@ -112,16 +152,7 @@ def main():
         [("adam", 1.0), ("kpop", 1.0), ("topkpop", 1.0), ("topkpop", 0.5), ("topkpop", 0.1)]
     for opt, s in configs + [(o, 1.0) for o in structured]:
         final.append(run(base.evolve(optimizer=opt, sparsity=s, lr=best[opt], steps=a.steps), corpus, log))
-    log(f"\ntotal {time.monotonic() - t0:.0f} s\n")
-    log("| optimizer | lr | validation loss | train loss (last 10 steps) | ms / step |")
-    log("|---|---|---|---|---|")
-    for r in final:
-        log(f"| {label(r)} | {r['lr']:g} | {r['val_loss']:.4f} | {r['train_loss_last10']:.4f} | "
-            f"{r['step_time_mean_s'] * 1e3:.0f} |")
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps({"args": vars(a), "argv": sys.argv, "corpus": corpus.describe(),
-                                           "sweep": sweep, "picked": best, "final": final}, indent=1))
+    return sweep, best, final
 
 
 if __name__ == "__main__":

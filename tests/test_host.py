@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from asprof.cluster.blas import fast_blas_preload
 from asprof.probe.host import _classify, capture_host, mlx_blas, timing_env
 from asprof.traces.schema import Host
 
@@ -69,3 +70,36 @@ def test_timing_env_keeps_only_variables_that_change_timings():
 def test_mlx_blas_in_this_process_names_a_library():
     name, lib = mlx_blas()
     assert name in ("reference", "openblas", "accelerate", "mkl", "blis", "flexiblas", "atlas") or lib
+
+
+def test_fast_blas_preload_finds_debians_openblas_and_leaves_a_users_choice():
+    assert fast_blas_preload({"LD_PRELOAD": "/opt/my/libblas.so"}) is None
+    assert fast_blas_preload({"ASPROF_BLAS": "reference"}) is None
+    got = fast_blas_preload({})
+    if sys.platform.startswith("linux") and platform.machine() == "x86_64" and (OPENBLAS / "libblas.so.3").exists():
+        assert got == f"{OPENBLAS}/libblas.so.3:{OPENBLAS}/liblapack.so.3"
+    elif not sys.platform.startswith("linux"):
+        assert got is None
+
+
+@pytest.mark.skipif(not (OPENBLAS / "libblas.so.3").exists(), reason="Debian OpenBLAS not installed")
+def test_launched_ranks_run_on_the_preloaded_openblas():
+    """asprof.cluster.launch preloads it: the rank's MLX calls OpenBLAS though this process's
+    environment has no LD_PRELOAD."""
+    from asprof.cluster.launch import LaunchSpec, launch
+
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    code = ("import mlx.core; from asprof.probe.host import mlx_blas; "
+            "print(mlx_blas()[0])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "reference"  # the premise: without the preload, the bundled one
+    saved = os.environ.pop("LD_PRELOAD", None)
+    try:
+        from asprof.train.config import TrainConfig
+        from asprof.train.runner import run_training
+
+        result = run_training(TrainConfig(model="tiny", steps=2, batch=2, seq=16, optimizer="adam", eval_batches=1))
+    finally:
+        if saved is not None:
+            os.environ["LD_PRELOAD"] = saved
+    assert result.host["blas"] == ["openblas"]

@@ -43,10 +43,11 @@ def test_attach_kfac_keeps_parameters_and_skips_heads():
     assert attach_kfac(model) == names  # idempotent
 
 
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_factors_equal_explicit_products_torch_oracle(reduction):
+@pytest.mark.parametrize("reduction,stride", [("mean", 1), ("sum", 1), ("mean", 4), ("sum", 3)])
+def test_factors_equal_explicit_products_torch_oracle(reduction, stride):
     """C_b = XᵀX/B and R_b = ΔYᵀΔY/B with ΔY the gradient of the summed loss, computed by
-    PyTorch autograd (retain_grad on each layer output) as an independent reference."""
+    PyTorch autograd (retain_grad on each layer output) as an independent reference; with
+    ``token_stride`` k, the same over every k-th token row (gradients unchanged)."""
     torch = pytest.importorskip("torch")
     mx.random.seed(0)
     model = MLP([6, 5, 4], bias=True)
@@ -54,7 +55,8 @@ def test_factors_equal_explicit_products_torch_oracle(reduction):
     x = rng.standard_normal((3, 7, 6)).astype(np.float32)  # (batch, seq, features): B = 21 tokens
     t = rng.standard_normal((3, 7, 3)).astype(np.float32)
     attach_kfac(model)
-    vg = kfac_value_and_grad(model, lambda a, b: mlp_loss(model, a, b, reduction), loss_reduction=reduction)
+    vg = kfac_value_and_grad(model, lambda a, b: mlp_loss(model, a, b, reduction), loss_reduction=reduction,
+                             token_stride=stride)
     loss, grads, factors = vg(mx.array(x), mx.array(t))
 
     tw = [torch.tensor(np.array(layer.weight), dtype=torch.float64, requires_grad=True) for layer in model.layers]
@@ -74,10 +76,11 @@ def test_factors_equal_explicit_products_torch_oracle(reduction):
     n_tokens = 21
     assert abs(loss.item() - tl.item()) < 1e-4 * abs(tl.item())
     for i in range(2):
-        c_ref = (xs[i].T @ xs[i] / n_tokens).detach().numpy()
+        xk = xs[i][::stride]
+        c_ref = (xk.T @ xk / len(xk)).detach().numpy()
         dy = ys[i].grad.reshape(-1, ys[i].shape[-1])
-        dy_sum = dy * n_tokens if reduction == "mean" else dy  # gradient of the summed-over-tokens loss
-        r_ref = (dy_sum.T @ dy_sum / n_tokens).numpy()
+        dy_sum = (dy * n_tokens if reduction == "mean" else dy)[::stride]  # gradient of the summed loss
+        r_ref = (dy_sum.T @ dy_sum / len(dy_sum)).numpy()
         f = factors[f"layers.{i}.weight"]
         np.testing.assert_allclose(np.array(f["C"]), c_ref, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(np.array(f["R"]), r_ref, rtol=1e-4, atol=1e-7)
@@ -159,3 +162,21 @@ def test_errors():
     attach_kfac(m)
     with pytest.raises(ValueError, match="loss_reduction"):
         kfac_value_and_grad(m, lambda: 0, loss_reduction="max")
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_low_precision_factors_are_close_to_float32(dtype):
+    model = build_model(TINY, seed=2)
+    attach_kfac(model)
+    tok = mx.array(np.random.default_rng(2).integers(0, 256, size=(2, 17)).astype(np.int32))
+    f32 = kfac_value_and_grad(model, lambda a, b: loss_fn(model, a, b))(tok[:, :-1], tok[:, 1:])[2]
+    low = kfac_value_and_grad(model, lambda a, b: loss_fn(model, a, b), factor_dtype=dtype)(tok[:, :-1], tok[:, 1:])[2]
+    for path, f in f32.items():
+        for k in ("C", "R"):
+            assert low[path][k].dtype == mx.float32
+            err = float(mx.max(mx.abs(low[path][k] - f[k])).item()) / float(mx.max(mx.abs(f[k])).item())
+            assert 0 < err < 2e-2, (path, k, err)  # rounded (not the float32 numbers), but close
+    with pytest.raises(ValueError, match="factor_dtype"):
+        kfac_value_and_grad(model, lambda a, b: 0, factor_dtype="int8")
+    with pytest.raises(ValueError, match="token_stride"):
+        kfac_value_and_grad(model, lambda a, b: 0, token_stride=0)

@@ -175,3 +175,21 @@ def test_cpu_fallback_primitives_cost_nothing_on_metal():
     assert op_time(HardwareModel.from_trace(make_trace(accelerator="metal")), op) == 0.0
     cpu = HardwareModel.from_trace(make_trace(accelerator="none"))
     assert op_time(cpu, op) >= op.kernels * cpu.dispatch_s
+
+
+def test_factor_plan_follows_the_capture_sharing_stride_and_dtype():
+    """kfac.py: one C_b GEMM for q/k/v and one for gate/up (the same input array), over T/k tokens
+    with token_stride k, in factor_dtype; kpop.py: one EMA and one decomposition per distinct factor."""
+    cfg = PRESETS["tiny"]
+    w = Workload(cfg, 2, 16)
+    T = w.tokens
+    for stride, dtype in ((1, "float32"), (3, "bfloat16")):
+        plan = plan_step(w, OptimizerSpec("kpop", factor_token_stride=stride, factor_dtype=dtype), 2)
+        gemms = [op for op in plan.factors if op.kind == "gemm"]
+        c_gemms = [op for op in gemms if op.name.startswith("factor C_b")]
+        assert len(c_gemms) == 4 * cfg.layers and len(gemms) == 11 * cfg.layers  # C: q, o, gate, down
+        assert all(op.k == -(-T // stride) and op.dtype == dtype for op in gemms)
+        assert len(plan.ema) == len(plan.refresh_cpu) == 11 * cfg.layers
+        assert len(plan.factor_arrays) == 14 * cfg.layers  # every Ĉ, R̂ is still all-reduced
+    with pytest.raises(AsprofError, match="stride"):
+        OptimizerSpec("kpop", factor_token_stride=0)

@@ -146,13 +146,20 @@ def test_cpu_only_hardware_shares_one_lane():
 def test_power_method_refreshes_are_cheaper_after_the_first():
     # TopKPOP s = 1/4 keeps k = n/2 eigenvectors: the CPU QR of an n×k panel costs
     # (2nk² − 2k³/3)/(4n³/3) = 5/16 of the n×n QR; the first refresh is a full eigh
+    # (k_proj, v_proj, up_proj share q_proj's / gate_proj's input factor: one decomposition for it).
+    # Subspace (auto's choice here): 1 such QR and a k×k eigh per factor after the first refresh.
     common = dict(sparsity=0.25, warmup=0, frequency=2)
-    eigh, power = run(2, [OptimizerSpec("topkpop", **common),
-                          OptimizerSpec("topkpop", eig_method="power", **common)], steps=10).results
-    E = sum(HW.linalg_time("eigh", n) for _, r, c in PRESETS["tiny"].linear_shapes() for n in (r, c))
-    Q = sum(HW.linalg_time("qr", n) for _, r, c in PRESETS["tiny"].linear_shapes() for n in (r, c))
+    eigh, power, auto = run(2, [OptimizerSpec("topkpop", eig_method="eigh", **common),
+                                OptimizerSpec("topkpop", eig_method="power", **common),
+                                OptimizerSpec("topkpop", **common)], steps=10).results
+    sizes = [n for name, r, c in PRESETS["tiny"].linear_shapes()
+             for n in ((r,) if name.endswith(("k_proj", "v_proj", "up_proj")) else (r, c))]
+    E = sum(HW.linalg_time("eigh", n) for n in sizes)
+    Q = sum(HW.linalg_time("qr", n) for n in sizes)
+    ritz = sum(HW.linalg_time("eigh", n // 2) for n in sizes)
     assert eigh.refresh_detail_s["cpu"] == pytest.approx(5 * E / 10, rel=1e-9)
     assert power.refresh_detail_s["cpu"] == pytest.approx((E + 4 * 5 / 16 * Q) / 10, rel=1e-9)
+    assert auto.refresh_detail_s["cpu"] == pytest.approx((E + 4 * (5 / 16 * Q + ritz)) / 10, rel=1e-9)
 
 
 def test_missing_probes_raise_only_when_needed():

@@ -66,7 +66,9 @@ _OPTIONS = [
                  callback=_deprecated("--warmup")),
     click.option("--alpha", type=float, default=S.ALPHA, show_default=True, help="KPOP/TopKPOP factor EMA decay."),
     click.option("--eig-method", type=click.Choice(S.EIG_METHODS), default=S.EIG_METHOD, show_default=True,
-                 help="KPOP/TopKPOP refresh: eigh, or power (one QR power step after the first)."),
+                 help="KPOP/TopKPOP refresh: eigh, power (one QR power step after the first), subspace (partial: "
+                      "block power steps + Rayleigh-Ritz, costs what it keeps) or auto (subspace where a basis keeps "
+                      "fewer vectors than its factor, i.e. TopKPOP with s < 1; else eigh)."),
     click.option("--interval", type=int, default=None,
                  help="Eigen-Adam/SOAP/Alice: refresh the basis every K steps [default: 10, Alice 200 (the papers')]."),
     click.option("--rank", type=float, default=S.RANK, show_default=True,

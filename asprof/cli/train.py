@@ -76,6 +76,10 @@ def command(choices, print_spec, steps, seed, nodes, hostfile, backend, data, ev
         if len(configs) > 1:
             print(f"== {label}", file=sys.stderr, flush=True)
         result = run_training(config, on_progress=_Progress(steps))
+        if "reference" in result.host.get("blas", ()):
+            print("asprof train: note: MLX ran on the reference BLAS (slow matmul and eigh on Linux); install a "
+                  "fast one (Debian: apt-get install libopenblas0-pthread; asprof preloads it) or set LD_PRELOAD "
+                  "(docs/optimizers.md, Benchmarks)", file=sys.stderr)
         stem = f"train-{label.replace(' s=', '-s')}-{result.world_size}r-{time.strftime('%Y%m%d-%H%M%S')}"
         json_path = result.save(out_dir / f"{stem}.json")
         png_path = plot_result(result, out_dir / f"{stem}.png")

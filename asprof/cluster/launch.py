@@ -47,6 +47,7 @@ from asprof.cluster.remote import (LOCAL, RING_PORT, SSH_CONNECT_S, node_exit, n
 from asprof.cluster.watchdog import Watchdog
 from asprof.cluster.worker import ENV_LAUNCHED, ENV_RING, TAG
 from asprof.errors import AsprofError, DistributedError
+from asprof.cluster.blas import fast_blas_preload
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,9 @@ def launch(spec: LaunchSpec, on_event: Callable[[dict], None] | None = None,
 def _start(spec: LaunchSpec, size: int, tmpdir: str) -> list[_Rank]:
     base_env = {**os.environ, **spec.env, ENV_LAUNCHED: "1", "ASPROF_BACKEND": spec.backend,
                 "PYTHONUNBUFFERED": "1"}
+    preload = fast_blas_preload(base_env)
+    if preload:  # MLX's Linux wheel calls the reference BLAS otherwise (~15x slower matmul)
+        base_env["LD_PRELOAD"] = preload
     worker = [spec.python, "-m", spec.module, *spec.args]
     if spec.backend == "mpi":  # mpirun starts the ranks (here, or on the hostfile's hosts)
         from asprof.cluster.mpi import TaggedOutput, mpirun_for

@@ -47,36 +47,65 @@ import mlx.nn as nn
 DEFAULT_EXCLUDE = ("*lm_head", "*head", "output")
 
 
-def _make_linear(scale_mode: str):
-    @mx.custom_function
-    def kfac_linear(x, weight, sink_c, sink_r):
+def _make_linear(scale_mode: str, with_c: bool, stride: int = 1, dtype: str | None = None):
+    """The linear map x @ Wᵀ whose VJP also returns C_b (when ``with_c``) and R_b as the
+    gradients of the sinks. A layer whose input another layer of the same capture already took
+    (q/k/v, gate/up) uses ``with_c=False``: its C_b is that layer's, not computed again.
+    Approximations (off by default): ``stride`` > 1 takes the factors from every stride-th token
+    only (an unbiased estimate: the same mean over fewer tokens); ``dtype`` runs the two factor
+    GEMMs in a lower precision (accumulated results cast back to float32)."""
+    low = getattr(mx, dtype) if dtype else None
+
+    def gram(a):
+        a = a[::stride] if stride > 1 else a
+        if low is not None:
+            return (a.astype(low).T @ a.astype(low)).astype(mx.float32) * (1.0 / a.shape[0])
+        return (a.T @ a) / a.shape[0]
+
+    def linear(x, weight, *sinks):
         return x @ weight.T
 
-    @kfac_linear.vjp
-    def kfac_linear_vjp(primals, cotangent, output):
-        x, weight, _, _ = primals
+    def vjp(primals, cotangent, output):
+        x, weight = primals[:2]
         x2 = x.reshape(-1, x.shape[-1])
         dy2 = cotangent.reshape(-1, cotangent.shape[-1])
         b = x2.shape[0]
         dx = cotangent @ weight
         dw = dy2.T @ x2
-        c = (x2.T @ x2) / b
         # mean loss: ΔY_sum = B·dy, so ΔY_sumᵀΔY_sum / B = B·dyᵀdy; sum loss: dy is ΔY already.
-        r = (dy2.T @ dy2) * b if scale_mode == "mean" else (dy2.T @ dy2) / b
-        return dx, dw, c, r
+        if stride == 1 and low is None:
+            r = (dy2.T @ dy2) * b if scale_mode == "mean" else (dy2.T @ dy2) / b
+            c = (x2.T @ x2) / b if with_c else None
+        else:
+            r = gram(dy2 * b if scale_mode == "mean" else dy2)
+            c = gram(x2) if with_c else None
+        return (dx, dw, r) if c is None else (dx, dw, c, r)
 
-    return kfac_linear
+    fn = mx.custom_function(linear)
+    fn.vjp(vjp)
+    return fn
 
 
-_LINEAR_FN = {"mean": _make_linear("mean"), "sum": _make_linear("sum")}
+#: Lower precisions the factor GEMMs may run in (``kfac_value_and_grad(factor_dtype=...)``).
+FACTOR_DTYPES = ("float16", "bfloat16")
+
+
+class _Capture:
+    """One :func:`kfac_value_and_grad` call being traced: its custom linear functions, and which
+    layer first took each input array (so a layer fed the same array reuses its C_b)."""
+
+    def __init__(self, fns: dict):
+        self.fns = fns  # with_c -> the custom linear function
+        self.first_of: dict[int, tuple[mx.array, str]] = {}  # id(x) -> (x, path); x kept alive
+        self.shares: dict[str, str] = {}  # path -> path of the layer whose C_b it shares
 
 
 class _Sinks:
     """Holds the zero sink arrays while a capture is traced (a plain object, so ``nn.Module``
     does not register it as a parameter)."""
 
-    def __init__(self, c: mx.array, r: mx.array, mode: str):
-        self.c, self.r, self.mode = c, r, mode
+    def __init__(self, c: mx.array, r: mx.array, capture: _Capture, path: str):
+        self.c, self.r, self.capture, self.path = c, r, capture, path
 
 
 class KFACLinear(nn.Module):
@@ -103,7 +132,13 @@ class KFACLinear(nn.Module):
         if sinks is None:
             y = x @ self.weight.T
         else:
-            y = _LINEAR_FN[sinks.mode](x, self.weight, sinks.c, sinks.r)
+            cap = sinks.capture
+            first = cap.first_of.setdefault(id(x), (x, sinks.path))[1]
+            if first == sinks.path:
+                y = cap.fns[True](x, self.weight, sinks.c, sinks.r)
+            else:
+                cap.shares[sinks.path] = first
+                y = cap.fns[False](x, self.weight, sinks.r)
         if "bias" in self:
             y = y + self.bias
         return y
@@ -151,14 +186,25 @@ def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
         obj[last] = new
 
 
-def kfac_value_and_grad(model: nn.Module, fn: Callable, loss_reduction: str = "mean") -> Callable:
+def kfac_value_and_grad(model: nn.Module, fn: Callable, loss_reduction: str = "mean", token_stride: int = 1,
+                        factor_dtype: str | None = None) -> Callable:
     """Like ``nn.value_and_grad(model, fn)`` but the returned function gives
     ``(value, grads, factors)``, with ``factors[weight_path] = {"C": C_b, "R": R_b}`` for every
     :class:`KFACLinear` of ``model`` (call :func:`attach_kfac` first), all from one
     ``mx.value_and_grad`` call. ``loss_reduction`` says whether ``fn`` is the mean ("mean") or the
-    sum ("sum") over the tokens that pass through the layers (it fixes the scale of R_b)."""
-    if loss_reduction not in _LINEAR_FN:
+    sum ("sum") over the tokens that pass through the layers (it fixes the scale of R_b).
+
+    Approximate, cheaper factors (KPOP is then no longer exact; effect on the loss in
+    docs/optimizers.md): ``token_stride`` k > 1 computes them from every k-th token (k× fewer
+    factor FLOPs); ``factor_dtype`` "bfloat16" or "float16" runs the factor GEMMs in that precision.
+    Exact either way: layers fed the same input array (q/k/v, gate/up) share one C_b."""
+    if loss_reduction not in ("mean", "sum"):
         raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
+    if isinstance(token_stride, bool) or not isinstance(token_stride, int) or token_stride < 1:
+        raise ValueError(f"token_stride must be a positive integer, got {token_stride!r}")
+    if factor_dtype is not None and factor_dtype not in FACTOR_DTYPES:
+        raise ValueError(f"factor_dtype must be None or one of {', '.join(FACTOR_DTYPES)}, got {factor_dtype!r}")
+    fns = {with_c: _make_linear(loss_reduction, with_c, token_stride, factor_dtype) for with_c in (True, False)}
     layers = kfac_layers(model)
     if not layers:
         raise ValueError("the model has no KFAC layers: call attach_kfac(model) first")
@@ -172,11 +218,15 @@ def kfac_value_and_grad(model: nn.Module, fn: Callable, loss_reduction: str = "m
             sink_cache[(r, c)] = (mx.zeros((c, c), mx.float32), mx.zeros((r, r), mx.float32))
         return sink_cache[(r, c)]
 
+    captures: list[_Capture] = []
+
     def inner(params, sinks, *args, **kwargs):
         model.update(params)
+        capture = _Capture(fns)
+        captures.append(capture)
         for name, layer in layers.items():
             c, r = sinks[name]
-            object.__setattr__(layer, "_sinks", _Sinks(c, r, loss_reduction))
+            object.__setattr__(layer, "_sinks", _Sinks(c, r, capture, name))
         try:
             return fn(*args, **kwargs)
         finally:
@@ -187,8 +237,14 @@ def kfac_value_and_grad(model: nn.Module, fn: Callable, loss_reduction: str = "m
 
     def wrapped(*args, **kwargs):
         sinks = {name: sinks_for(layer) for name, layer in layers.items()}
+        captures.clear()
         value, (grads, sink_grads) = value_grad(model.trainable_parameters(), sinks, *args, **kwargs)
+        shares = captures[-1].shares if captures else {}
         factors = {f"{name}.weight": {"C": c, "R": r} for name, (c, r) in sink_grads.items()}
+        # A layer that took another's input array gets that layer's C_b, the same array object
+        # (KPOP keeps one Ĉ EMA and one eigendecomposition for them).
+        for name, first in shares.items():
+            factors[f"{name}.weight"]["C"] = factors[f"{first}.weight"]["C"]
         return value, grads, factors
 
     return wrapped

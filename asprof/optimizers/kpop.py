@@ -14,9 +14,27 @@ import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
 from asprof.optimizers.accounting import reduced_dim
-from asprof.optimizers.base import PhasedOptimizer
+from asprof.optimizers.base import PhasedOptimizer, adam_step
 from asprof.optimizers.comm import Communicator
-from asprof.optimizers.eigenbasis import EIG_METHODS, eigh_basis, power_basis
+from asprof.optimizers.eigenbasis import EIG_METHODS, SUBSPACE_ITERATIONS, eigh_basis, power_basis, subspace_basis
+
+
+def ema(old: mx.array, new: mx.array, a: float) -> mx.array:
+    """The factor EMA a·old + (1−a)·new (Eq. 4-5)."""
+    return a * old + (1 - a) * new
+
+
+def kfe_step(g, m, v, q_r, q_c, lr, step, b1: float, b2: float, eps: float, bias_correction: bool, project: bool):
+    """Eq. 7-12 for one layer, pure so it compiles into one graph: G' = Q_Rᵀ G Q_C (unless ``g`` is
+    projected already), Adam on G', and the step rotated back, Q_R ΔW' Q_Cᵀ. Returns (ΔW, m, v)."""
+    gp = (q_r.T @ g) @ q_c if project else g
+    delta, m, v = adam_step(gp, m, v, lr, step, b1, b2, eps, bias_correction)
+    return (q_r @ delta) @ q_c.T, m, v
+
+
+# The rotations and the Adam-in-eigenbasis update as one compiled graph per layer shape (a few
+# traces: non-array arguments are compile-time constants), used where ``compile`` is on.
+kfe_step_compiled = mx.compile(kfe_step)
 
 
 class KPOP(PhasedOptimizer):
@@ -39,9 +57,14 @@ class KPOP(PhasedOptimizer):
 
     Embeddings, output heads and 1-D parameters (everything without factors) get plain Adam
     (§3.2). Ĉ, R̂ start at zero (only their eigenvectors matter); the bases start as identity and
-    are first computed at t = 0. With ``eig_method="power"`` the first refresh is a full ``eigh``
-    (there is no previous estimate to iterate from), later ones one power-iteration step. The
-    moments are not rotated when the basis changes (Algorithm 1 does not).
+    are first computed at t = 0. With ``eig_method="power"`` or ``"subspace"`` the first refresh
+    is a full ``eigh`` (there is no previous estimate to iterate from); later ones are one
+    power-iteration step, or (``"subspace"``) ``subspace_iterations`` block power steps from the
+    previous basis plus Rayleigh–Ritz, whose cost scales with the vectors kept. ``"auto"`` takes
+    ``"subspace"`` for a basis that keeps fewer vectors than its factor's size (TopKPOP, s < 1)
+    and ``"eigh"`` otherwise. The moments are not rotated when the basis changes (Algorithm 1
+    does not). Layers fed the same input array (q/k/v, gate/up) share one Ĉ EMA and one
+    eigendecomposition of it (exact: their C_b are the same matrix; kfac.py computes it once).
 
     Args:
         learning_rate: η (> 0, or a schedule).
@@ -52,7 +75,9 @@ class KPOP(PhasedOptimizer):
         alpha: factor EMA decay α ∈ [0, 1). Default 0.95.
         warmup: refresh every step while t < warmup (int ≥ 0). Default 10.
         frequency: then refresh every f steps (int ≥ 1). Default 10 (the paper: 10 or 100).
-        eig_method: "eigh" (full decomposition) or "power" (one QR power step). Default "eigh".
+        eig_method: "eigh" (full decomposition), "power" (one QR power step), "subspace" (block
+            power steps + Rayleigh–Ritz) or "auto". Default "auto" (see above).
+        subspace_iterations: block power steps per refresh for "subspace" (int ≥ 1). Default 1.
         comm: a :class:`~asprof.optimizers.comm.Communicator` for data parallel training.
         compile: compile the element-wise Adam math (default: on Metal only).
 
@@ -73,9 +98,10 @@ class KPOP(PhasedOptimizer):
         alpha: float = 0.95,
         warmup: int = 10,
         frequency: int = 10,
-        eig_method: str = "eigh",
+        eig_method: str = "auto",
         comm: Communicator | None = None,
         compile: bool | None = None,
+        subspace_iterations: int = SUBSPACE_ITERATIONS,
     ):
         super().__init__(learning_rate, betas, eps, bias_correction, weight_decay, comm, compile)
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha < 1.0:
@@ -86,6 +112,9 @@ class KPOP(PhasedOptimizer):
             raise ValueError(f"frequency (f) must be a positive integer, got {frequency!r}")
         if eig_method not in EIG_METHODS:
             raise ValueError(f"eig_method must be one of {', '.join(EIG_METHODS)}, got {eig_method!r}")
+        if isinstance(subspace_iterations, bool) or not isinstance(subspace_iterations, int) or subspace_iterations < 1:
+            raise ValueError(f"subspace_iterations must be a positive integer, got {subspace_iterations!r}")
+        self.subspace_iterations = subspace_iterations
         self.alpha = float(alpha)
         self.warmup = warmup
         self.frequency = frequency
@@ -144,10 +173,15 @@ class KPOP(PhasedOptimizer):
             raise ValueError(f"{type(self).__name__} needs the KFAC factors every step (kfac_value_and_grad)")
         self._require_init("accumulate_factors")
         a = self.alpha
+        done: dict[int, mx.array] = {}  # id(C_b) -> the new Ĉ of the first layer that had it
         for p in self.kfac_paths:
             st, f = self._state_at(p), factors[p]
-            st["C_hat"] = a * st["C_hat"] + (1 - a) * f["C"]
-            st["R_hat"] = a * st["R_hat"] + (1 - a) * f["R"]
+            c_b = f["C"]
+            if id(c_b) in done:  # same input as an earlier layer (q/k/v, gate/up): the same Ĉ
+                st["C_hat"] = done[id(c_b)]
+            else:
+                st["C_hat"] = done[id(c_b)] = ema(st["C_hat"], c_b, a)
+            st["R_hat"] = ema(st["R_hat"], f["R"], a)
 
     def refresh_due(self) -> bool:
         t = self.steps_done
@@ -159,20 +193,31 @@ class KPOP(PhasedOptimizer):
         self._require_init("refresh")
         states = [self._state_at(p) for p in self.kfac_paths]
         if self.comm is not None:
+            # (every layer's Ĉ is sent, shared or not: the payload is the contract's Σ(R² + C²))
             avg = self.comm.all_mean([{"C": s["C_hat"], "R": s["R_hat"]} for s in states], tag="factors")
+            shared: dict[int, mx.array] = {}
             for s, a in zip(states, avg):
-                s["C_hat"], s["R_hat"] = a["C"], a["R"]
-        use_power = self.eig_method == "power" and self._bases_computed
+                s["C_hat"], s["R_hat"] = shared.setdefault(id(s["C_hat"]), a["C"]), a["R"]
+        done: dict[int, mx.array] = {}  # a Ĉ shared by several layers is decomposed once
         for s in states:
-            if use_power:
-                s["Q_C"] = power_basis(s["C_hat"], s["Q_C"])
-                s["Q_R"] = power_basis(s["R_hat"], s["Q_R"])
-            else:
-                s["Q_C"] = eigh_basis(s["C_hat"], s["Q_C"].shape[1])
-                s["Q_R"] = eigh_basis(s["R_hat"], s["Q_R"].shape[1])
+            c = s["C_hat"]  # alive in ``states`` throughout, so ids are not reused
+            s["Q_C"] = done[id(c)] if id(c) in done else done.setdefault(id(c), self._basis(c, s["Q_C"]))
+            s["Q_R"] = self._basis(s["R_hat"], s["Q_R"])
         mx.eval([(s["C_hat"], s["R_hat"], s["Q_C"], s["Q_R"]) for s in states])
         self._bases_computed = True
         self.refreshes += 1
+
+    def _basis(self, m: mx.array, q: mx.array) -> mx.array:
+        """The new basis of factor ``m`` (n×n) replacing ``q`` (n×k), by this optimizer's method."""
+        n, k = q.shape
+        method = self.eig_method
+        if method == "auto":
+            method = "subspace" if k < n else "eigh"
+        if not self._bases_computed or method == "eigh":
+            return eigh_basis(m, k)
+        if method == "power":
+            return power_basis(m, q)
+        return subspace_basis(m, q, self.subspace_iterations)
 
     def communicate(self, gradients):
         """Phase 4. KPOP: all gradients. TopKPOP: projected gradients of the KFAC layers (plus the
@@ -199,9 +244,11 @@ class KPOP(PhasedOptimizer):
         if "Q_R" not in state:
             return super().apply_single(gradient, parameter, state)
         projected = self._communicated and self.project_before_allreduce
-        gp = gradient if projected else self._project(gradient, state)
-        delta = self._adam_delta(gp, state)
-        return self._decay(parameter) + (state["Q_R"] @ delta) @ state["Q_C"].T
+        fn = kfe_step_compiled if self.compile else kfe_step
+        delta, state["m"], state["v"] = fn(gradient, state["m"], state["v"], state["Q_R"], state["Q_C"],
+                                           self.learning_rate, self.step, *self.betas, self.eps,
+                                           self.bias_correction, not projected)
+        return self._decay(parameter) + delta
 
 
 class TopKPOP(KPOP):

@@ -25,7 +25,7 @@ from asprof import __version__
 from asprof.traces.schema import Host
 
 # Environment variables that change how fast the probes run.
-_ENV_PREFIXES = ("OMP_", "OPENBLAS_", "GOTO", "MKL_", "KMP_", "VECLIB_", "BLIS_", "MLX_", "PYTORCH_",
+_ENV_PREFIXES = ("OMP_", "OPENBLAS_", "GOTO", "MKL_", "KMP_", "VECLIB_", "BLIS_", "MLX_", "PYTORCH_", "ASPROF_BLAS",
                  "CUDA_VISIBLE_DEVICES", "METAL_", "LD_PRELOAD", "LD_LIBRARY_PATH", "DYLD_")
 # Candidate BLAS implementations, recognised by library path.
 _BLAS_NAMES = (("openblas", "openblas"), ("mkl", "mkl"), ("blis", "blis"), ("atlas", "atlas"),

@@ -11,8 +11,11 @@ comm.py, kfac.py) phase by phase:
 3. refresh when due (t < warm-up, then t mod f = 0; §3.2 "Scheduling"): one bucketed
    all-reduce of all Ĉ, R̂ (Σ(R²+C²)·4 bytes), then per factor ``eigh`` on the CPU stream and a
    sign fix-up — or, with ``eig_method="power"`` after the first refresh, Q ← QR(M·Q) with the
-   GEMMs on the accelerator and the QR on the CPU (§3.2 "Reusing previous estimates"). The
-   refresh is evaluated on its own, so nothing overlaps it;
+   GEMMs on the accelerator and the QR on the CPU (§3.2 "Reusing previous estimates"), or with
+   ``"subspace"`` (``"auto"``'s choice for TopKPOP, s < 1) SUBSPACE_ITERATIONS such steps plus
+   Rayleigh–Ritz (a k×k ``eigh``). Layers that take the same input (q/k/v, gate/up) share one
+   C_b GEMM, one Ĉ EMA and one decomposition of it (kfac.py, kpop.py); every Ĉ is still sent.
+   The refresh is evaluated on its own, so nothing overlaps it;
 4. gradient all-reduce (K > 1), bucketed like ``mlx.nn.average_gradients`` (32 MiB): every
    gradient (Adam, KPOP); TopKPOP first projects G' = Q_Rᵀ G Q_C (R'×C', Eq. 14) and sends that
    plus the Adam-routed gradients;
@@ -27,6 +30,7 @@ State per KFAC layer (float32): KPOP m, v + Ĉ, R̂ + Q_C, Q_R = 2RC + 2R² + 2C
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from asprof.simulate.workload import Op, Workload
@@ -34,6 +38,9 @@ from asprof.spec import OptimizerSpec, reduced_dim, ring_factor
 
 # The optimizers, their knobs and their schedule are the run spec's (asprof/spec.py); the
 # structured-Fisher optimizers' plans are in costs_structured.py.
+# Linear layers fed the same input array as the one before them (q_proj's for k/v, gate_proj's
+# for up): kfac.py computes their C_b once.
+SHARES_INPUT = ("k_proj", "v_proj", "up_proj")
 STATE_BYTES = 4  # optimizer state, factors and bases are float32 (asprof/optimizers/kpop.py)
 # The Adam math (base.py adam_step) is one mx.compile'd kernel on Metal (the optimizers' default
 # compile=None compiles on Metal only): it reads g, m, v and writes m, v and the step Δ. Elsewhere
@@ -156,26 +163,49 @@ def plan_step(workload: Workload, spec: OptimizerSpec, nodes: int) -> StepPlan:
     factor_arrays, grad_arrays, kfac_grad = [], [], 0
     for name, r, c in cfg.linear_shapes():
         r2, c2 = reduced_dim(r, s), reduced_dim(c, s)
+        shared = name.rsplit(".", 1)[-1] in SHARES_INPUT  # its C_b, Ĉ and Q_C are the previous layer's
         # 1. batch factors in the custom VJP (kfac.py): x2ᵀx2 and dy2ᵀdy2, each then scaled
         # (12 graph primitives per layer with the reshapes, transposes and scalar broadcasts)
-        factors += [Op("factor C_b = XᵀX/B", "gemm", 1, m=c, n=c, k=T, layout="tn", kernels=2),
-                    Op("factor R_b = ΔYᵀΔY/B", "gemm", 1, m=r, n=r, k=T, layout="tn", kernels=2),
-                    Op("factor scaling", "elementwise", 2, bytes=(r * r + c * c) * STATE_BYTES, kernels=4)]
+        # (token_stride k: over T/k tokens, after a strided slice; factor_dtype: GEMMs in that type)
+        tf, fd = -(-T // spec.factor_token_stride), spec.factor_dtype
+        if not shared:
+            factors.append(Op("factor C_b = XᵀX/B", "gemm", 1, m=c, n=c, k=tf, layout="tn", kernels=2, dtype=fd))
+        factors += [Op("factor R_b = ΔYᵀΔY/B", "gemm", 1, m=r, n=r, k=tf, layout="tn", kernels=2, dtype=fd),
+                    Op("factor scaling", "elementwise", 2, bytes=(r * r + (0 if shared else c * c)) * STATE_BYTES,
+                       kernels=2 if shared else 4)]
+        own = ((r, r2),) if shared else ((c, c2), (r, r2))
         # 2. EMA: a·F + (1−a)·F_b, three kernels and two scalar broadcasts per factor
-        ema += [Op("factor EMA", "elementwise", 1, bytes=3 * n * n * STATE_BYTES, kernels=5) for n in (c, r)]
+        ema += [Op("factor EMA", "elementwise", 1, bytes=3 * n * n * STATE_BYTES, kernels=5) for n, _ in own]
         # 3. refresh: all-reduce [C, R] per layer (kpop.py refresh), eigh per factor on the CPU,
         #    canonical_signs (argmax, abs, take, where, mul) on the accelerator
         factor_arrays += [c * c * STATE_BYTES, r * r * STATE_BYTES]
-        for n, k in ((c, c2), (r, r2)):
+        for n, k in own:
             eig.append(Op("eigh", "linalg", 1, n=n, linalg="eigh", device="cpu"))
-            signs.append(Op("eigenvector signs", "elementwise", 1, bytes=3 * n * k * STATE_BYTES, kernels=5))
-            # power step (kpop.power_basis): M·Q, QR on the CPU, Rayleigh quotients M·Q', sort, signs.
-            # The CPU QR of an n×k panel costs (2nk² − 2k³/3)/(4n³/3) of the measured n×n QR.
-            power_pre.append(Op("power step M·Q", "gemm", 1, m=n, n=k, k=n))
-            power_post += [Op("Rayleigh quotients M·Q'", "gemm", 1, m=n, n=k, k=n),
-                           Op("Rayleigh sort + signs", "elementwise", 1, bytes=6 * n * k * STATE_BYTES, kernels=8)]
-            frac = (2 * n * k * k - 2 * k**3 / 3) / (4 * n**3 / 3)
-            power_cpu.append(Op("power step QR (CPU)", "linalg", 1, n=n, linalg="qr", scale=frac, device="cpu"))
+            sign = Op("eigenvector signs", "elementwise", 1, bytes=3 * n * k * STATE_BYTES, kernels=5)
+            signs.append(sign)
+            method = spec.basis_method(n, k)
+            # The CPU QR of an n×k panel costs (2nk² − 2k³/3)/(4n³/3) of the measured n×n QR, taken at
+            # k/n = √s (not ⌈√s·n⌉/n: a fraction that does not wobble with n keeps the price monotone
+            # in n where the measured QR time is flat, latency-bound).
+            rho = math.sqrt(spec.effective_sparsity)
+            qr = Op("QR of M·Q (CPU)", "linalg", 1, n=n, linalg="qr", scale=1.5 * rho**2 - 0.5 * rho**3, device="cpu")
+            if method == "power":
+                # power step (eigenbasis.power_basis): M·Q, QR on the CPU, Rayleigh quotients M·Q', sort, signs.
+                power_pre.append(Op("power step M·Q", "gemm", 1, m=n, n=k, k=n))
+                power_post += [Op("Rayleigh quotients M·Q'", "gemm", 1, m=n, n=k, k=n),
+                               Op("Rayleigh sort + signs", "elementwise", 1, bytes=6 * n * k * STATE_BYTES, kernels=8)]
+                power_cpu.append(qr)
+            elif method == "subspace":
+                # eigenbasis.subspace_basis: per step M·Q and its QR; Rayleigh–Ritz: M·Q, QᵀMQ, the
+                # k×k eigh on the CPU, Ritz vectors Q·V, signs.
+                power_pre += [Op("subspace step M·Q", "gemm", spec.subspace_iterations + 1, m=n, n=k, k=n),
+                              Op("Rayleigh–Ritz QᵀMQ", "gemm", 1, m=k, n=k, k=n, layout="tn", kernels=2)]
+                power_cpu += [qr] * spec.subspace_iterations + [Op("Ritz eigh (CPU)", "linalg", 1, n=k, linalg="eigh",
+                                                             device="cpu")]
+                power_post += [Op("Ritz vectors Q·V", "gemm", 1, m=n, n=k, k=k), sign]
+            else:  # a full basis under "auto" with partial ones elsewhere
+                power_cpu.append(eig[-1])
+                power_post.append(sign)
         # 4./5. gradient path
         if spec.name == "topkpop":
             project += [Op("project Q_Rᵀ·G", "gemm", 1, m=r2, n=c, k=r, layout="tn", kernels=2),

@@ -136,7 +136,7 @@ def _node_costs(spec: NodeSpec, plan: StepPlan, K: int, compiled_update: bool | 
     nc.eig_accel = g * (ops_time(hw, plan.refresh_accel) + hw.launch_s)
     nc.stats = g * ops_time(hw, plan.stats)
     nc.refresh_pre = g * ops_time(hw, plan.refresh_pre)
-    if (plan.spec.eig_method == "power" and plan.spec.kfac) or (plan.spec.structured and plan.power_cpu):
+    if plan.spec.iterative_refresh or (plan.spec.structured and plan.power_cpu):
         nc.power_pre = g * ops_time(hw, plan.power_pre)
         nc.power_cpu = c * ops_time(hw, plan.power_cpu)
         nc.power_post = g * (ops_time(hw, plan.power_post) + hw.launch_s)
@@ -273,7 +273,7 @@ def simulate_optimizer(workload: Workload, spec: OptimizerSpec, cluster: Cluster
         if refresh and spec.kfac:
             if K > 1:
                 cur = allreduce(t, factor_buckets, cur, "factor all-reduce", "refresh_comm")
-            power = spec.eig_method == "power" and first_refresh_done
+            power = spec.iterative_refresh and first_refresh_done
             for i, r in enumerate(ranks):
                 c, smp = costs[i], samplers[i]
                 if power:  # M·Q on the accelerator, QR on the CPU, Rayleigh sort on the accelerator

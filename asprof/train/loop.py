@@ -24,6 +24,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from asprof.optimizers import Communicator, attach_kfac, kfac_value_and_grad, make_optimizer, state_bytes
+from asprof.probe.host import mlx_blas
 from asprof.train.config import TrainConfig
 from asprof.train.data import Corpus, check_fits, load_corpus, train_batch, val_batches
 from asprof.train.model import build_model, loss_fn
@@ -47,9 +48,15 @@ class ProcessRecord:
     instrumented_losses: list[float] | None = None
     state_bytes: int = 0
     basis_digest: str | None = None
+    blas: str | None = None  # the BLAS MLX called in this process (asprof.probe.host.mlx_blas)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+def _factor_dtype(spec) -> str | None:
+    """kfac.py's factor_dtype: None for the exact float32 factors."""
+    return None if spec.factor_dtype == "float32" else spec.factor_dtype
 
 
 class Trainer:
@@ -70,7 +77,9 @@ class Trainer:
         model = self.model
         if self.uses_factors:
             attach_kfac(model)
-            self.value_and_grad = kfac_value_and_grad(model, lambda x, y: loss_fn(model, x, y))
+            self.value_and_grad = kfac_value_and_grad(model, lambda x, y: loss_fn(model, x, y),
+                                                      token_stride=config.spec.optimizer.factor_token_stride,
+                                                      factor_dtype=_factor_dtype(config.spec.optimizer))
         else:
             plain = nn.value_and_grad(model, lambda x, y: loss_fn(model, x, y))
             self.value_and_grad = lambda x, y: (*plain(x, y), None)
@@ -190,7 +199,7 @@ def train_process(config: TrainConfig, group: mx.distributed.Group | None = None
     records there (asprof.probe.during)."""
     corpus = corpus if corpus is not None else load_corpus(config.data)
     trainer = Trainer(config, corpus, group)
-    record = ProcessRecord(rank=trainer.rank, world=trainer.world)
+    record = ProcessRecord(rank=trainer.rank, world=trainer.world, blas=mlx_blas()[0])
     passes = [Pass(trainer, record, False, None if on_step is None else lambda i, l, dt: on_step("train", i, l, dt))]
     if config.instrument:
         passes.append(Pass(Trainer(config, corpus, group), record, True,

@@ -130,7 +130,9 @@ def combine(config: TrainConfig, records: list[dict], corpus: dict, n_params: in
         corpus=corpus,
         host={"hostname": platform.node(), "machine": platform.machine(), "system": platform.system(),
               "python": platform.python_version(), "mlx": mx.__version__,
-              "metal": bool(mx.metal.is_available())},
+              "metal": bool(mx.metal.is_available()),
+              # the BLAS MLX called on each rank ("reference" = the Linux wheel's slow netlib one)
+              "blas": sorted({r.get("blas") or "unknown" for r in records})},
         world_size=k,
         losses=mean_over("losses"),
         step_time_s=step_times,

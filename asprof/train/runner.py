@@ -22,7 +22,8 @@ def run_training(config: TrainConfig, on_progress: Progress | None = None,
     DistributedError with one line on anything a user can cause). ``hosts`` (one
     :class:`asprof.cluster.launch.RankHost` per rank, e.g. namespace hosts; ``config.nodes`` must
     equal their number) launches the ranks there instead of on local loopback — even a single
-    rank, which then runs as its own process. ``worker``: another worker module for the ranks
+    rank, which then runs as its own process (as does a single-process run where that gets it a
+    fast BLAS: :func:`_faster_as_a_rank`). ``worker``: another worker module for the ranks
     (built on asprof.train.worker; it always runs as processes), with ``worker_args`` added to its
     command line; ``rank_results``, a list, receives every rank's whole result, with what such a
     worker added (e.g. asprof.validate.probing_worker's ``probed``)."""
@@ -38,7 +39,9 @@ def run_training(config: TrainConfig, on_progress: Progress | None = None,
     from asprof.train.loop import train_process
     from asprof.train.model import n_params
 
-    corpus = load_corpus(config.data)
+    corpus = load_corpus(config.data)  # here first: a bad --data is one line from this process
+    if _faster_as_a_rank():
+        return _run_distributed(config, on_progress, save_params)
     trainers: list = []
     cb = None
     if on_progress is not None:
@@ -48,6 +51,17 @@ def run_training(config: TrainConfig, on_progress: Progress | None = None,
     if save_params:
         _save_params(trainers[0].model, save_params)
     return combine(config, [record.to_dict()], corpus.describe(), n_params(trainers[0].model))
+
+
+def _faster_as_a_rank() -> bool:
+    """Whether this process's MLX calls the reference BLAS while a fast one is installed: then a
+    single-process run goes to one launched rank, which gets it preloaded (asprof.cluster.launch)."""
+    import mlx.core  # noqa: F401  (loads the BLAS that mlx_blas looks for)
+
+    from asprof.cluster.blas import fast_blas_preload
+    from asprof.probe.host import mlx_blas
+
+    return mlx_blas()[0] == "reference" and fast_blas_preload() is not None
 
 
 def _save_params(model, directory: str) -> None:
