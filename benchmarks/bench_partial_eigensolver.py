@@ -65,8 +65,8 @@ def compare(m: mx.array, q: mx.array, p: np.ndarray, top: float) -> tuple[float,
 def main():
     a = parse()
     corpus = load_corpus()
-    cfg = TrainConfig(model=a.model, batch=a.batch, seq=a.seq, optimizer="topkpop", sparsity=a.sparsity,
-                      frequency=a.frequency, eig_method="eigh", steps=a.steps, lr=3e-3)
+    cfg = TrainConfig.build("topkpop", model=a.model, batch=a.batch, seq=a.seq, sparsity=a.sparsity,
+                            frequency=a.frequency, eig_method="eigh", steps=a.steps, lr=3e-3)
     tr = Trainer(cfg, corpus)
     opt = tr.opt
     print(f"model {a.model}, TopKPOP s = {a.sparsity}, f = {a.frequency}, {a.steps} steps; mlx BLAS {mlx_blas()[0]}")

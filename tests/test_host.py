@@ -98,7 +98,7 @@ def test_launched_ranks_run_on_the_preloaded_openblas():
         from asprof.train.config import TrainConfig
         from asprof.train.runner import run_training
 
-        result = run_training(TrainConfig(model="tiny", steps=2, batch=2, seq=16, optimizer="adam", eval_batches=1))
+        result = run_training(TrainConfig.build("adam", model="tiny", steps=2, batch=2, seq=16, eval_batches=1))
     finally:
         if saved is not None:
             os.environ["LD_PRELOAD"] = saved

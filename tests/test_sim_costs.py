@@ -97,7 +97,7 @@ def test_refresh_schedule_is_the_optimizers():
     (dict(name="kpop", frequency=0), "frequency"),
     (dict(name="kpop", frequency=2.5), "frequency"),
     (dict(name="kpop", warmup=-1), "--warmup must be a non-negative integer"),
-    (dict(name="kpop", eig_method="qr"), "--eig-method must be one of eigh, power"),
+    (dict(name="kpop", eig_method="qr"), "--eig-method must be one of auto, eigh, power, subspace"),
 ])
 def test_bad_optimizer_specs(kw, msg):
     with pytest.raises(AsprofError, match=msg):
