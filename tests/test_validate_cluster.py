@@ -54,7 +54,9 @@ def test_two_local_ranks_end_to_end(capsys, tmp_path):
     assert trace.nodes == 2 and {r.params.get("rank") for r in trace.probe("blas")} == {0, 1}
     from asprof.probe.host import capture_host
 
-    found, _ = find_matching(tmp_path / "traces", ClusterIdentity(2, "loopback", capture_host(with_torch=False)))
+    # the ranks ran on the BLAS asprof preloads into them (where one is installed)
+    here = capture_host(with_torch=False, as_launched=True)
+    found, _ = find_matching(tmp_path / "traces", ClusterIdentity(2, "loopback", here))
     assert found == saved
     assert _workers() == []
 

@@ -2,14 +2,16 @@
 
 MLX's Linux CPU wheel calls the netlib reference BLAS it bundles (~6 GFLOP/s for a float32
 matmul here) unless another library defining ``cblas_sgemm`` is preloaded; Debian's OpenBLAS
-then gives ~95 GFLOP/s and a ~13x faster ``eigh``. asprof.probe.host.mlx_blas says which one a
-process really calls.
+then gives ~95 GFLOP/s and a ~13x faster ``eigh``. mlx_blas says which one a process really
+calls.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -32,3 +34,74 @@ def fast_blas_preload(environ: dict[str, str] | None = None) -> str | None:
         if blas.exists() and lapack.exists():
             return f"{blas}:{lapack}"
     return None
+
+
+# Candidate BLAS implementations, recognised by library path.
+_BLAS_NAMES = (("openblas", "openblas"), ("mkl", "mkl"), ("blis", "blis"), ("atlas", "atlas"),
+               ("accelerate", "accelerate"), ("veclib", "accelerate"), ("flexiblas", "flexiblas"))
+
+
+def mlx_blas() -> tuple[str, str | None]:
+    """(name, library path) of the BLAS that MLX's matmul calls in *this* process.
+
+    macOS: MLX links Accelerate. Linux: MLX calls ``cblas_sgemm``. A library preloaded with
+    LD_PRELOAD (or linked into the executable) defines it in the global scope and wins over the
+    copy the wheel bundles; otherwise the bundled one (netlib reference BLAS 3.x, shipped as
+    ``mlx_cpu.libs/libblas-*.so``) is used. So: ask the dynamic linker which library the
+    global ``cblas_sgemm`` comes from, and fall back to the bundled copy mapped into memory.
+    """
+    if sys.platform == "darwin":
+        return "accelerate", None
+    lib = _global_symbol_library("cblas_sgemm")
+    if lib is None:
+        lib = next((p for p in _mapped_libraries() if "mlx" in p and re.search(r"/libblas[^/]*\.so", p)), None)
+        if lib is None:
+            return "unknown", None
+        return "reference", lib
+    return _classify(lib), lib
+
+
+def _classify(path: str) -> str:
+    real = os.path.realpath(path).lower()
+    for key, name in _BLAS_NAMES:
+        if key in real or key in path.lower():
+            return name
+    # Debian's alternatives: a plain libblas.so.3 next to libopenblas* is OpenBLAS.
+    sibling = Path(real).parent
+    try:
+        if any("openblas" in p.name for p in sibling.iterdir()):
+            return "openblas"
+    except OSError:
+        pass
+    return "reference" if re.search(r"libblas[^/]*\.so", real) else Path(real).name
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def _global_symbol_library(symbol: str) -> str | None:
+    """The file that defines ``symbol`` in the process's global scope, or None."""
+    try:
+        this = ctypes.CDLL(None)
+        addr = ctypes.cast(getattr(this, symbol), ctypes.c_void_p).value
+    except (AttributeError, OSError):
+        return None
+    try:
+        dladdr = this.dladdr
+    except AttributeError:
+        return None
+    dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+    info = _DlInfo()
+    if not dladdr(ctypes.c_void_p(addr), ctypes.byref(info)) or not info.dli_fname:
+        return None
+    return info.dli_fname.decode(errors="replace")
+
+
+def _mapped_libraries() -> list[str]:
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return []
+    return sorted({ln.split()[-1] for ln in lines if ".so" in ln and "/" in ln})

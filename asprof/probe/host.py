@@ -22,23 +22,22 @@ from pathlib import Path
 import psutil
 
 from asprof import __version__
+from asprof.cluster.blas import _classify, fast_blas_preload, mlx_blas  # noqa: F401  (re-exported)
 from asprof.traces.schema import Host
 
 # Environment variables that change how fast the probes run.
 _ENV_PREFIXES = ("OMP_", "OPENBLAS_", "GOTO", "MKL_", "KMP_", "VECLIB_", "BLIS_", "MLX_", "PYTORCH_", "ASPROF_BLAS",
                  "CUDA_VISIBLE_DEVICES", "METAL_", "LD_PRELOAD", "LD_LIBRARY_PATH", "DYLD_")
-# Candidate BLAS implementations, recognised by library path.
-_BLAS_NAMES = (("openblas", "openblas"), ("mkl", "mkl"), ("blis", "blis"), ("atlas", "atlas"),
-               ("accelerate", "accelerate"), ("veclib", "accelerate"), ("flexiblas", "flexiblas"))
-
-
-def capture_host(with_torch: bool = True) -> Host:
-    """Describe this machine. ``with_torch=False`` avoids importing torch (slow to import)."""
+def capture_host(with_torch: bool = True, as_launched: bool = False) -> Host:
+    """Describe this machine. ``with_torch=False`` avoids importing torch (slow to import).
+    ``as_launched``: as the ranks asprof launches see it, with the fast BLAS they get preloaded
+    (asprof.cluster.blas.fast_blas_preload) in place of this process's."""
     system = platform.system()
     mx = _import_mlx()
     torch = _import_torch() if with_torch else None
     perf, eff = _apple_cores() if system == "Darwin" else (None, None)
     accelerator, gpu_name = _accelerator(mx)
+    preload = fast_blas_preload() if as_launched else None
     return Host(
         hostname=socket.gethostname() or "host",
         os=system,
@@ -54,9 +53,9 @@ def capture_host(with_torch: bool = True) -> Host:
         accelerator=accelerator,
         unified_memory=accelerator == "metal",
         versions=_versions(torch),
-        blas=_blas(mx, torch),
+        blas=_blas(mx, torch, preload),
         threads=_threads(torch),
-        env=timing_env(),
+        env=timing_env(dict(os.environ, LD_PRELOAD=preload) if preload else None),
     )
 
 
@@ -137,10 +136,13 @@ def _versions(torch) -> dict[str, str]:
     return out
 
 
-def _blas(mx, torch) -> dict[str, str]:
+def _blas(mx, torch, preload: str | None = None) -> dict[str, str]:
     out = {}
     if mx is not None:
         name, lib = mlx_blas()
+        if preload:  # what a process started with this LD_PRELOAD calls
+            lib = preload.split(":")[0]
+            name = _classify(lib)
         out["mlx"] = name
         if lib:
             out["mlx_library"] = lib
@@ -156,72 +158,6 @@ def _blas(mx, torch) -> dict[str, str]:
         m = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
         out["torch"] = m.group(1) if m else "unknown"
     return out
-
-
-def mlx_blas() -> tuple[str, str | None]:
-    """(name, library path) of the BLAS that MLX's matmul calls in *this* process.
-
-    macOS: MLX links Accelerate. Linux: MLX calls ``cblas_sgemm``. A library preloaded with
-    LD_PRELOAD (or linked into the executable) defines it in the global scope and wins over the
-    copy the wheel bundles; otherwise the bundled one (netlib reference BLAS 3.x, shipped as
-    ``mlx_cpu.libs/libblas-*.so``) is used. So: ask the dynamic linker which library the
-    global ``cblas_sgemm`` comes from, and fall back to the bundled copy mapped into memory.
-    """
-    if sys.platform == "darwin":
-        return "accelerate", None
-    lib = _global_symbol_library("cblas_sgemm")
-    if lib is None:
-        lib = next((p for p in _mapped_libraries() if "mlx" in p and re.search(r"/libblas[^/]*\.so", p)), None)
-        if lib is None:
-            return "unknown", None
-        return "reference", lib
-    return _classify(lib), lib
-
-
-def _classify(path: str) -> str:
-    real = os.path.realpath(path).lower()
-    for key, name in _BLAS_NAMES:
-        if key in real or key in path.lower():
-            return name
-    # Debian's alternatives: a plain libblas.so.3 next to libopenblas* is OpenBLAS.
-    sibling = Path(real).parent
-    try:
-        if any("openblas" in p.name for p in sibling.iterdir()):
-            return "openblas"
-    except OSError:
-        pass
-    return "reference" if re.search(r"libblas[^/]*\.so", real) else Path(real).name
-
-
-class _DlInfo(ctypes.Structure):
-    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
-                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
-
-
-def _global_symbol_library(symbol: str) -> str | None:
-    """The file that defines ``symbol`` in the process's global scope, or None."""
-    try:
-        this = ctypes.CDLL(None)
-        addr = ctypes.cast(getattr(this, symbol), ctypes.c_void_p).value
-    except (AttributeError, OSError):
-        return None
-    try:
-        dladdr = this.dladdr
-    except AttributeError:
-        return None
-    dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
-    info = _DlInfo()
-    if not dladdr(ctypes.c_void_p(addr), ctypes.byref(info)) or not info.dli_fname:
-        return None
-    return info.dli_fname.decode(errors="replace")
-
-
-def _mapped_libraries() -> list[str]:
-    try:
-        lines = Path("/proc/self/maps").read_text().splitlines()
-    except OSError:
-        return []
-    return sorted({ln.split()[-1] for ln in lines if ".so" in ln and "/" in ln})
 
 
 def _threads(torch) -> dict[str, str]:

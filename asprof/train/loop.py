@@ -24,7 +24,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from asprof.optimizers import Communicator, attach_kfac, kfac_value_and_grad, make_optimizer, state_bytes
-from asprof.probe.host import mlx_blas
+from asprof.cluster.blas import mlx_blas
 from asprof.train.config import TrainConfig
 from asprof.train.data import Corpus, check_fits, load_corpus, train_batch, val_batches
 from asprof.train.model import build_model, loss_fn
@@ -48,7 +48,7 @@ class ProcessRecord:
     instrumented_losses: list[float] | None = None
     state_bytes: int = 0
     basis_digest: str | None = None
-    blas: str | None = None  # the BLAS MLX called in this process (asprof.probe.host.mlx_blas)
+    blas: str | None = None  # the BLAS MLX called in this process (asprof.cluster.blas.mlx_blas)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

@@ -59,7 +59,7 @@ def _faster_as_a_rank() -> bool:
     import mlx.core  # noqa: F401  (loads the BLAS that mlx_blas looks for)
 
     from asprof.cluster.blas import fast_blas_preload
-    from asprof.probe.host import mlx_blas
+    from asprof.cluster.blas import mlx_blas
 
     return mlx_blas()[0] == "reference" and fast_blas_preload() is not None
 
