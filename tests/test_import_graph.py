@@ -175,3 +175,9 @@ def test_no_circles_among_a_packages_modules(package):
     mine = {m for m in MODULES if _package(m) == package}
     cycles = _cycles({m: {t for t, _ in GRAPH[m] if t in mine} for m in mine})
     assert not cycles, f"import circles in {package or 'the package root'}:\n" + "\n\n".join(map(_describe, cycles))
+
+
+def test_no_module_over_400_lines():
+    long = {str(p.relative_to(ROOT.parent)): n for p in sorted(ROOT.rglob("*.py"))
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400}
+    assert not long, f"modules over 400 lines (split them by what they do): {long}"

@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import selectors
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,13 +39,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from asprof.cluster.blas import fast_blas_preload
 from asprof.cluster.hostfile import check_run, read_hostfile  # noqa: F401  (read_hostfile: re-exported)
+from asprof.cluster.placement import free_ports, rank_cpus  # noqa: F401  (re-exported)
 from asprof.cluster.remote import (LOCAL, RING_PORT, SSH_CONNECT_S, node_exit, node_exit_message, remote_python,
                                    require_hosts, ring_hosts, ssh_rank_command)
 from asprof.cluster.watchdog import Watchdog
 from asprof.cluster.worker import ENV_LAUNCHED, ENV_RING, TAG
 from asprof.errors import AsprofError, DistributedError
-from asprof.cluster.blas import fast_blas_preload
 
 
 @dataclass(frozen=True)
@@ -95,60 +94,6 @@ class LaunchSpec:
         if self.hosts is not None:
             return len(self.hosts)
         return len(read_hostfile(self.hostfile, self.backend))
-
-
-def free_ports(n: int, host: str = "127.0.0.1", rng: random.Random | None = None) -> list[int]:
-    """n distinct ports that are free right now, chosen below the kernel's ephemeral range.
-
-    We release them before the ranks bind them. A port from the ephemeral range (the OS's
-    choice for ``bind(0)``) could meanwhile become the local port of any ``connect()``, e.g. a
-    rank joining the ring, and its owner would then fail to listen; ports below that range are
-    never handed out that way.
-    """
-    lo, hi = _listen_range()
-    if hi - lo < 4 * n:
-        return _os_ports(n, host)
-    rng = rng or random.Random()
-    ports: list[int] = []
-    for _ in range(64 * n):
-        p = rng.randint(lo, hi)
-        if p in ports:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind((host, p))
-            except OSError:
-                continue
-        ports.append(p)
-        if len(ports) == n:
-            return ports
-    raise DistributedError(f"no {n} free ports on {host} between {lo} and {hi}")
-
-
-def _listen_range() -> tuple[int, int]:
-    """Ports below the ephemeral range (Linux: ip_local_port_range, 32768-60999 by default;
-    macOS: 49152-65535), above the ones services usually take."""
-    first = 32768
-    try:
-        first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 20000, min(first, 49152) - 1
-
-
-def _os_ports(n: int, host: str) -> list[int]:
-    """n ports the OS picks (from its ephemeral range), released for the ranks."""
-    socks, ports = [], []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
 
 
 @dataclass
@@ -264,25 +209,6 @@ def _start_ssh(spec: LaunchSpec, hosts: list[dict], python: str, base_env: dict)
         out.append(_popen(r, cmd, base_env))
         out[-1].host = h["ssh"]
     return out
-
-
-def rank_cpus(size: int, cpus: list[int] | None = None) -> list[set[int] | None]:
-    """The cores each of ``size`` ranks on this machine is held to (None: wherever the OS puts it).
-
-    Where the ranks outnumber the cores, rank r is held to core r mod c, so every core serves
-    the same number of ranks (two and two for 4 ranks on 2 cores), as if each emulated host had
-    its own share of the machine. Left to itself the OS sometimes runs one rank alone on a core
-    and three on the other for seconds at a time; those three then set every step's pace
-    (docs/validate.md §6.1). With a core or more per rank, or where a process cannot be pinned
-    (macOS), the OS places them. ``cpus``: the cores to share (default: this process's).
-    """
-    if cpus is None:
-        if not hasattr(os, "sched_getaffinity"):
-            return [None] * size
-        cpus = sorted(os.sched_getaffinity(0))
-    if size <= len(cpus):
-        return [None] * size
-    return [{cpus[r % len(cpus)]} for r in range(size)]
 
 
 def _mlx_launch(python: str) -> list[str]:

@@ -8,7 +8,6 @@ OpenBLAS makes the same matmul ~30x faster (DESIGN §8), so a trace without it i
 
 from __future__ import annotations
 
-import ctypes
 import importlib.metadata
 import importlib.util
 import os
@@ -16,7 +15,6 @@ import platform
 import re
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import psutil
