@@ -23,6 +23,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 
 from asprof.optimizers.comm import Communicator
+from asprof.spec import BETAS, EPS
 
 
 def adam_step(g, m, v, lr, step, b1: float, b2: float, eps: float, bias_correction: bool):
@@ -94,8 +95,8 @@ class PhasedOptimizer(optim.Optimizer):
     def __init__(
         self,
         learning_rate: float | Callable[[mx.array], mx.array],
-        betas: Sequence[float] = (0.9, 0.999),
-        eps: float = 1e-8,
+        betas: Sequence[float] = BETAS,
+        eps: float = EPS,
         bias_correction: bool = True,
         weight_decay: float = 0.0,
         comm: Communicator | None = None,

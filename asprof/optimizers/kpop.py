@@ -13,6 +13,8 @@ from typing import Callable, Iterable, Sequence
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
+from asprof import spec as S
+from asprof.errors import AsprofError
 from asprof.optimizers.accounting import reduced_dim
 from asprof.optimizers.base import PhasedOptimizer, adam_step
 from asprof.optimizers.comm import Communicator
@@ -36,6 +38,14 @@ def kfe_step(g, m, v, q_r, q_c, lr, step, b1: float, b2: float, eps: float, bias
 # traces: non-array arguments are compile-time constants), used where ``compile`` is on.
 kfe_step_compiled = mx.compile(kfe_step)
 
+
+
+def value_error(check, *args):
+    """``check(*args)`` (a range check of asprof.spec), its AsprofError raised as a ValueError."""
+    try:
+        return check(*args)
+    except AsprofError as e:
+        raise ValueError(str(e)) from None
 
 class KPOP(PhasedOptimizer):
     r"""KPOP: Adam in the Kronecker-factored eigenbasis (KFE) of each linear layer.
@@ -91,25 +101,23 @@ class KPOP(PhasedOptimizer):
     def __init__(
         self,
         learning_rate: float | Callable[[mx.array], mx.array],
-        betas: Sequence[float] = (0.9, 0.999),
-        eps: float = 1e-8,
+        betas: Sequence[float] = S.BETAS,
+        eps: float = S.EPS,
         bias_correction: bool = True,
         weight_decay: float = 0.0,
-        alpha: float = 0.95,
-        warmup: int = 10,
-        frequency: int = 10,
-        eig_method: str = "auto",
+        alpha: float = S.ALPHA,
+        warmup: int = S.WARMUP,
+        frequency: int = S.FREQUENCY,
+        eig_method: str = S.EIG_METHOD,
         comm: Communicator | None = None,
         compile: bool | None = None,
         subspace_iterations: int = SUBSPACE_ITERATIONS,
     ):
         super().__init__(learning_rate, betas, eps, bias_correction, weight_decay, comm, compile)
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha < 1.0:
-            raise ValueError(f"alpha (factor EMA decay) must be in [0, 1), got {alpha!r}")
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-            raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
-        if isinstance(frequency, bool) or not isinstance(frequency, int) or frequency <= 0:
-            raise ValueError(f"frequency (f) must be a positive integer, got {frequency!r}")
+        # the run spec's checks (asprof/spec.py), raised as ValueError as a library's are
+        value_error(S.check_decay, alpha, "alpha (factor EMA decay)")
+        value_error(S.check_int, "warmup", warmup, 0)
+        value_error(S.check_int, "frequency (f)", frequency)
         if eig_method not in EIG_METHODS:
             raise ValueError(f"eig_method must be one of {', '.join(EIG_METHODS)}, got {eig_method!r}")
         if isinstance(subspace_iterations, bool) or not isinstance(subspace_iterations, int) or subspace_iterations < 1:
@@ -262,8 +270,6 @@ class TopKPOP(KPOP):
 
     project_before_allreduce = True
 
-    def __init__(self, learning_rate, sparsity: float = 0.1, **kwargs):
+    def __init__(self, learning_rate, sparsity: float = S.SPARSITY, **kwargs):
         super().__init__(learning_rate, **kwargs)
-        if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 < sparsity <= 1.0:
-            raise ValueError(f"sparsity (s) must be in (0, 1], got {sparsity!r}")
-        self.sparsity = float(sparsity)
+        self.sparsity = value_error(S.check_sparsity, sparsity, "sparsity (s)")
