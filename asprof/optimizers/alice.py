@@ -28,6 +28,7 @@ from asprof.optimizers.structured import (
     oriented,
     stat_dtype,
 )
+from asprof.spec import DEFAULT_INTERVAL
 
 
 def subspace_iteration(a: mx.array, u0: mx.array) -> mx.array:
@@ -108,7 +109,7 @@ class Alice(StructuredOptimizer):
 
     def __init__(self, learning_rate: float | Callable[[mx.array], mx.array],
                  betas: Sequence[float] = (0.9, 0.9, 0.999), alpha: float = 0.3, alpha_c: float = 0.4,
-                 frequency: int = 200, rank: int | float = ALICE_RANK, leading: int | float = ALICE_LEADING,
+                 frequency: int = DEFAULT_INTERVAL["alice"], rank: int | float = ALICE_RANK, leading: int | float = ALICE_LEADING,
                  gamma: float = 1.01, eps: float = 1e-8, bias_correction: bool = False, tracking: bool = True,
                  switching: bool = True, compensation: bool = True, seed: int = 0, weight_decay: float = 0.0,
                  comm: Communicator | None = None, compile: bool | None = None):

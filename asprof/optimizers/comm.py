@@ -18,7 +18,7 @@ from collections import defaultdict
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
-DEFAULT_BUCKET_BYTES = 32 * 1024**2
+from asprof.spec import BUCKET_BYTES as DEFAULT_BUCKET_BYTES
 
 
 class Communicator:

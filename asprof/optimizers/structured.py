@@ -37,6 +37,7 @@ from asprof.optimizers.base import PhasedOptimizer
 from asprof.optimizers.comm import Communicator
 from asprof.optimizers.kfac import DEFAULT_EXCLUDE, KFACLinear
 from asprof.optimizers.eigenbasis import canonical_signs
+from asprof.spec import DEFAULT_INTERVAL
 
 
 def linear_weight_paths(model: nn.Module, exclude: Iterable[str] = DEFAULT_EXCLUDE) -> list[str]:
@@ -240,7 +241,7 @@ class EigenbasisOptimizer(StructuredOptimizer):
     refreshed every K = ``frequency`` steps; the paper's defaults (SOAP's reference settings)."""
 
     def __init__(self, learning_rate: float | Callable[[mx.array], mx.array], betas: Sequence[float] = (0.95, 0.95),
-                 beta3: float = 0.95, frequency: int = 10, eps: float = 1e-8, bias_correction: bool = False,
+                 beta3: float = 0.95, frequency: int = DEFAULT_INTERVAL["soap"], eps: float = 1e-8, bias_correction: bool = False,
                  weight_decay: float = 0.0, comm: Communicator | None = None, compile: bool | None = None):
         super().__init__(learning_rate, betas, eps, bias_correction, weight_decay, comm, compile)
         self.beta3 = check_unit_interval("beta3", beta3)
