@@ -82,6 +82,21 @@ def test_fast_blas_preload_finds_debians_openblas_and_leaves_a_users_choice():
         assert got is None
 
 
+@pytest.mark.skipif(fast_blas_preload({}) is None, reason="no fast BLAS installed to preload")
+def test_launched_ranks_share_the_cores_among_their_blas_threads():
+    from asprof.cluster.blas import launched_blas_env
+
+    for cores, ranks, share in ((2, 1, "2"), (2, 2, "1"), (2, 4, "1"), (16, 3, "5"), (8, 8, "1")):
+        env = launched_blas_env({}, ranks_here=ranks, cores=cores)
+        assert env["LD_PRELOAD"] == fast_blas_preload({})
+        assert env["OPENBLAS_NUM_THREADS"] == env["OMP_NUM_THREADS"] == share
+        assert int(share) * ranks <= max(cores, ranks)  # never more BLAS threads than cores (one each at least)
+    # a user's thread count stands; a user's own preload (or none wanted) means nothing is added
+    assert "OPENBLAS_NUM_THREADS" not in launched_blas_env({"OMP_NUM_THREADS": "3"}, ranks_here=2, cores=2)
+    assert launched_blas_env({"LD_PRELOAD": "/opt/my/libblas.so"}, ranks_here=2) == {}
+    assert launched_blas_env({"ASPROF_BLAS": "reference"}, ranks_here=2) == {}
+
+
 @pytest.mark.skipif(not (OPENBLAS / "libblas.so.3").exists(), reason="Debian OpenBLAS not installed")
 def test_launched_ranks_run_on_the_preloaded_openblas():
     """asprof.cluster.launch preloads it: the rank's MLX calls OpenBLAS though this process's

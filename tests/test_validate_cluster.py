@@ -55,7 +55,7 @@ def test_two_local_ranks_end_to_end(capsys, tmp_path):
     from asprof.probe.host import capture_host
 
     # the ranks ran on the BLAS asprof preloads into them (where one is installed)
-    here = capture_host(with_torch=False, as_launched=True)
+    here = capture_host(with_torch=False, launched_ranks=2)
     found, _ = find_matching(tmp_path / "traces", ClusterIdentity(2, "loopback", here))
     assert found == saved
     assert _workers() == []

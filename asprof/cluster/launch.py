@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from asprof.cluster.blas import fast_blas_preload
+from asprof.cluster.blas import launched_blas_env
 from asprof.cluster.hostfile import check_run, read_hostfile  # noqa: F401  (read_hostfile: re-exported)
 from asprof.cluster.placement import free_ports, rank_cpus  # noqa: F401  (re-exported)
 from asprof.cluster.remote import (LOCAL, RING_PORT, SSH_CONNECT_S, node_exit, node_exit_message, remote_python,
@@ -143,9 +143,9 @@ def launch(spec: LaunchSpec, on_event: Callable[[dict], None] | None = None,
 def _start(spec: LaunchSpec, size: int, tmpdir: str) -> list[_Rank]:
     base_env = {**os.environ, **spec.env, ENV_LAUNCHED: "1", "ASPROF_BACKEND": spec.backend,
                 "PYTHONUNBUFFERED": "1"}
-    preload = fast_blas_preload(base_env)
-    if preload:  # MLX's Linux wheel calls the reference BLAS otherwise (~15x slower matmul)
-        base_env["LD_PRELOAD"] = preload
+    # MLX's Linux wheel calls the reference BLAS otherwise (~15x slower matmul); ranks on this
+    # machine share its cores (a hostfile's ranks each have a host of their own)
+    base_env.update(launched_blas_env(base_env, ranks_here=1 if spec.hostfile is not None else size))
     worker = [spec.python, "-m", spec.module, *spec.args]
     if spec.backend == "mpi":  # mpirun starts the ranks (here, or on the hostfile's hosts)
         from asprof.cluster.mpi import TaggedOutput, mpirun_for

@@ -20,22 +20,24 @@ from pathlib import Path
 import psutil
 
 from asprof import __version__
-from asprof.cluster.blas import _classify, fast_blas_preload, mlx_blas  # noqa: F401  (re-exported)
+from asprof.cluster.blas import _classify, fast_blas_preload, launched_blas_env, mlx_blas  # noqa: F401  (re-exported)
 from asprof.traces.schema import Host
 
 # Environment variables that change how fast the probes run.
 _ENV_PREFIXES = ("OMP_", "OPENBLAS_", "GOTO", "MKL_", "KMP_", "VECLIB_", "BLIS_", "MLX_", "PYTORCH_", "ASPROF_BLAS",
                  "CUDA_VISIBLE_DEVICES", "METAL_", "LD_PRELOAD", "LD_LIBRARY_PATH", "DYLD_")
-def capture_host(with_torch: bool = True, as_launched: bool = False) -> Host:
+def capture_host(with_torch: bool = True, launched_ranks: int | None = None) -> Host:
     """Describe this machine. ``with_torch=False`` avoids importing torch (slow to import).
-    ``as_launched``: as the ranks asprof launches see it, with the fast BLAS they get preloaded
-    (asprof.cluster.blas.fast_blas_preload) in place of this process's."""
+    ``launched_ranks``: as each of that many ranks asprof launches here sees it, with the fast
+    BLAS they get preloaded and its thread share (asprof.cluster.blas.launched_blas_env) in place
+    of this process's."""
     system = platform.system()
     mx = _import_mlx()
     torch = _import_torch() if with_torch else None
     perf, eff = _apple_cores() if system == "Darwin" else (None, None)
     accelerator, gpu_name = _accelerator(mx)
-    preload = fast_blas_preload() if as_launched else None
+    launched = launched_blas_env(ranks_here=launched_ranks) if launched_ranks else {}
+    preload = launched.get("LD_PRELOAD")
     return Host(
         hostname=socket.gethostname() or "host",
         os=system,
@@ -53,7 +55,7 @@ def capture_host(with_torch: bool = True, as_launched: bool = False) -> Host:
         versions=_versions(torch),
         blas=_blas(mx, torch, preload),
         threads=_threads(torch),
-        env=timing_env(dict(os.environ, LD_PRELOAD=preload) if preload else None),
+        env=timing_env(dict(os.environ, **launched) if launched else None),
     )
 
 

@@ -109,7 +109,7 @@ def identity(cfg: ValidateConfig):
     from asprof.probe.host import capture_host
     from asprof.validate.match import ClusterIdentity
 
-    host = None if cfg.hostfile is not None else capture_host(with_torch=False, as_launched=True)
+    host = None if cfg.hostfile is not None else capture_host(with_torch=False, launched_ranks=cfg.world_size)
     return ClusterIdentity(nodes=cfg.world_size, link=link_label(cfg), host=host)
 
 
