@@ -141,7 +141,7 @@ def test_probe_through_a_link_fault(kind, tmp_path):
 @pytest.mark.parametrize("kind", ["down", "slow"])
 def test_validate_through_a_link_fault(kind, tmp_path):
     cmd = [sys.executable, "-c", "from asprof.cli import run; run()", "validate", "--nodes", "2", "--netns-rate",
-           f"{RATE:g}", "--optimizer", "adam", "--model", "tiny", "--batch", "2", "--seq", "16", "--steps", "100",
+           f"{RATE:g}", "--optimizer", "adam", "--model", "tiny", "--batch", "2", "--seq", "16", "--steps", "400",
            "--warmup", "2", "--trace", "m4-mini-x16-tb4", "--tolerance", "1e9", "--out", str(tmp_path / "out")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     prefix = f"asprof{proc.pid % 100000}"

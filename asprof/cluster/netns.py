@@ -91,6 +91,22 @@ def tbf_args(rate_mbit: float) -> list[str]:
     return ["rate", f"{rate_mbit:g}mbit", "burst", str(burst), "latency", "50ms"]
 
 
+def plug_in(ring: NetnsRing, ns: str, tag: str, ip: str) -> str:
+    """Join namespace ``ns`` to the ring's bridge by a veth pair (as<id>h<tag> in it,
+    as<id>s<tag> on the bridge) with address ``ip``; returns the namespace's end (the interface
+    a tbf shapes)."""
+    host_if, sw_if = f"as{ring.id}h{tag}", f"as{ring.id}s{tag}"
+    _run("ip", "link", "add", host_if, "type", "veth", "peer", "name", sw_if)
+    _run("ip", "link", "set", host_if, "netns", ns)
+    _run("ip", "link", "set", sw_if, "netns", ring.switch)
+    _run("ip", "-n", ring.switch, "link", "set", sw_if, "master", "br0")
+    _run("ip", "-n", ring.switch, "link", "set", sw_if, "up")
+    _run("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", host_if)
+    _run("ip", "-n", ns, "link", "set", host_if, "up")
+    _run("ip", "-n", ns, "link", "set", "lo", "up")
+    return host_if
+
+
 @contextmanager
 def namespace_ring(ring: NetnsRing) -> Iterator[list[RankHost]]:
     """Build the ring, yield one :class:`RankHost` per host, and always tear it down."""
@@ -107,15 +123,7 @@ def namespace_ring(ring: NetnsRing) -> Iterator[list[RankHost]]:
             ns = ring.ns(i)
             _run("ip", "netns", "add", ns)
             created.append(ns)
-            host_if, sw_if = f"as{ring.id}h{i}", f"as{ring.id}s{i}"
-            _run("ip", "link", "add", host_if, "type", "veth", "peer", "name", sw_if)
-            _run("ip", "link", "set", host_if, "netns", ns)
-            _run("ip", "link", "set", sw_if, "netns", ring.switch)
-            _run("ip", "-n", ring.switch, "link", "set", sw_if, "master", "br0")
-            _run("ip", "-n", ring.switch, "link", "set", sw_if, "up")
-            _run("ip", "-n", ns, "addr", "add", f"{ring.ip(i)}/24", "dev", host_if)
-            _run("ip", "-n", ns, "link", "set", host_if, "up")
-            _run("ip", "-n", ns, "link", "set", "lo", "up")
+            host_if = plug_in(ring, ns, str(i), ring.ip(i))
             if ring.rate_mbit is not None:
                 _run("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", host_if, "root", "tbf",
                      *tbf_args(ring.rate_mbit))

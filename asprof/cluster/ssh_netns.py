@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from asprof.cluster.netns import NetnsRing, namespace_ring, why_unavailable as netns_unavailable
+from asprof.cluster.netns import NetnsRing, namespace_ring, plug_in, why_unavailable as netns_unavailable
 from asprof.errors import AsprofError
 
 SSHD = "/usr/sbin/sshd"
@@ -158,16 +158,9 @@ def _run(*cmd: str) -> str:
 
 def _add_client(ring: NetnsRing) -> None:
     """The client namespace on the ring's bridge (no tbf: the user's own link to the cluster)."""
-    ns, host_if, sw_if = client_ns(ring), f"as{ring.id}hc", f"as{ring.id}sc"
+    ns = client_ns(ring)
     _run("ip", "netns", "add", ns)
-    _run("ip", "link", "add", host_if, "type", "veth", "peer", "name", sw_if)
-    _run("ip", "link", "set", host_if, "netns", ns)
-    _run("ip", "link", "set", sw_if, "netns", ring.switch)
-    _run("ip", "-n", ring.switch, "link", "set", sw_if, "master", "br0")
-    _run("ip", "-n", ring.switch, "link", "set", sw_if, "up")
-    _run("ip", "-n", ns, "addr", "add", f"{ring.ip(253)}/24", "dev", host_if)
-    _run("ip", "-n", ns, "link", "set", host_if, "up")
-    _run("ip", "-n", ns, "link", "set", "lo", "up")
+    plug_in(ring, ns, "c", ring.ip(253))
 
 
 def _keys_and_configs(ring: NetnsRing, d: Path, names: tuple[str, ...], wrong_key) -> None:
