@@ -17,7 +17,7 @@ vocabulary everywhere alike (at least 256 where the run trains).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 from asprof.errors import AsprofError
 
@@ -289,9 +289,6 @@ class RunSpec:
                               "(other dtypes can be simulated)")
         return self
 
-    def with_optimizer(self, **changes) -> "RunSpec":
-        return replace(self, optimizer=replace(self.optimizer, **changes))
-
     def to_dict(self) -> dict:
         d = asdict(self)
         d["resolved"] = {"vocab": self.model_config().vocab, "seq": self.seq_len,
@@ -338,9 +335,7 @@ class RunChoices:
             raise AsprofError("--sparsity needs at least one value")
         for s in self.sparsity:
             check_sparsity(s)
-        if self.global_batch is not None:
-            check_int("--global-batch", self.global_batch)
-        self.specs(1)  # every field checked once, by the spec itself
+        self.specs(1)  # every field checked once, by the spec itself (--global-batch: per_node_batch)
 
     def specs(self, nodes: int) -> tuple[RunSpec, ...]:
         """One spec per optimizer (TopKPOP once per sparsity), in the order given."""

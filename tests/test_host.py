@@ -101,8 +101,6 @@ def test_launched_ranks_share_the_cores_among_their_blas_threads():
 def test_launched_ranks_run_on_the_preloaded_openblas():
     """asprof.cluster.launch preloads it: the rank's MLX calls OpenBLAS though this process's
     environment has no LD_PRELOAD."""
-    from asprof.cluster.launch import LaunchSpec, launch
-
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     code = ("import mlx.core; from asprof.probe.host import mlx_blas; "
             "print(mlx_blas()[0])")

@@ -88,8 +88,6 @@ def run_options(f):
         old_warmup = kw.pop("warmup_steps")
         if old_warmup is not None:
             given["warmup"] = old_warmup
-        if given["rank"] == int(given["rank"]) and given["rank"] > 1:
-            given["rank"] = int(given["rank"])
         return f(*args, choices=S.RunChoices(**given), **kw)
 
     for option in reversed(_OPTIONS):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from asprof.spec import EIG_METHODS, SUBSPACE_ITERATIONS  # noqa: F401  (the optimizers check eig_method against it)
+from asprof.spec import SUBSPACE_ITERATIONS
 
 
 def canonical_signs(q: mx.array) -> mx.array:

@@ -18,7 +18,7 @@ from asprof.errors import AsprofError
 from asprof.optimizers.accounting import reduced_dim
 from asprof.optimizers.base import PhasedOptimizer, adam_step
 from asprof.optimizers.comm import Communicator
-from asprof.optimizers.eigenbasis import EIG_METHODS, SUBSPACE_ITERATIONS, eigh_basis, power_basis, subspace_basis
+from asprof.optimizers.eigenbasis import eigh_basis, power_basis, subspace_basis
 
 
 def ema(old: mx.array, new: mx.array, a: float) -> mx.array:
@@ -111,15 +111,15 @@ class KPOP(PhasedOptimizer):
         eig_method: str = S.EIG_METHOD,
         comm: Communicator | None = None,
         compile: bool | None = None,
-        subspace_iterations: int = SUBSPACE_ITERATIONS,
+        subspace_iterations: int = S.SUBSPACE_ITERATIONS,
     ):
         super().__init__(learning_rate, betas, eps, bias_correction, weight_decay, comm, compile)
         # the run spec's checks (asprof/spec.py), raised as ValueError as a library's are
         value_error(S.check_decay, alpha, "alpha (factor EMA decay)")
         value_error(S.check_int, "warmup", warmup, 0)
         value_error(S.check_int, "frequency (f)", frequency)
-        if eig_method not in EIG_METHODS:
-            raise ValueError(f"eig_method must be one of {', '.join(EIG_METHODS)}, got {eig_method!r}")
+        if eig_method not in S.EIG_METHODS:
+            raise ValueError(f"eig_method must be one of {', '.join(S.EIG_METHODS)}, got {eig_method!r}")
         if isinstance(subspace_iterations, bool) or not isinstance(subspace_iterations, int) or subspace_iterations < 1:
             raise ValueError(f"subspace_iterations must be a positive integer, got {subspace_iterations!r}")
         self.subspace_iterations = subspace_iterations

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 
 from asprof import __version__
-from asprof.cluster.blas import _classify, fast_blas_preload, launched_blas_env, mlx_blas  # noqa: F401  (re-exported)
+from asprof.cluster.blas import _classify, launched_blas_env, mlx_blas  # noqa: F401  (re-exported)
 from asprof.traces.schema import Host
 
 # Environment variables that change how fast the probes run.

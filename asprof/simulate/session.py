@@ -54,7 +54,6 @@ class SimulateConfig:
             raise AsprofError("give at least one node count")
         for k in self.nodes:
             check_int("--nodes", k)
-        for k in self.nodes:
             self.run.specs(k)  # a --global-batch that does not split over k nodes: one line now
         check_int("--steps", self.steps)
         for node, lane, factor in self.slowdowns:

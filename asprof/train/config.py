@@ -46,24 +46,18 @@ class TrainConfig:
             raise AsprofError("--timeout must be > 0")
 
     @classmethod
-    def build(cls, optimizer: str = "adam", *, model=RunSpec.model, batch=RunSpec.batch, seq=None, vocab=None,
-              dtype=RunSpec.dtype, **kw) -> "TrainConfig":
+    def build(cls, optimizer: str = "adam", **kw) -> "TrainConfig":
         """A config from flat keywords: the spec's (optimizer name, model, batch per rank, seq,
         vocab, dtype, and any OptimizerSpec field: lr, sparsity, warmup, ...) and the run's."""
-        own = {f.name for f in fields(cls)} - {"spec"}
-        knobs = {k: kw.pop(k) for k in list(kw) if k not in own}
-        spec = RunSpec(model, OptimizerSpec(optimizer, **knobs), batch, seq, vocab, dtype)
-        return cls(spec=spec, **kw)
+        return cls(spec=RunSpec(optimizer=OptimizerSpec(optimizer))).evolve(**kw)
 
     def evolve(self, **kw) -> "TrainConfig":
         """A copy with changes given flat, as to :meth:`build` (``optimizer="kpop", nodes=2``)."""
-        own = {f.name for f in fields(self)} - {"spec"}
-        mine = {k: kw.pop(k) for k in list(kw) if k in own}
-        spec = self.spec
+        mine = {k: kw.pop(k) for k in list(kw) if k in {f.name for f in fields(self)} - {"spec"}}
+        top = {k: kw.pop(k) for k in list(kw) if k in {f.name for f in fields(RunSpec)} - {"optimizer"}}
         if "optimizer" in kw:
-            spec = replace(spec, optimizer=replace(spec.optimizer, name=kw.pop("optimizer")))
-        top = {k: kw.pop(k) for k in list(kw) if k in ("model", "batch", "seq", "vocab", "dtype")}
-        spec = replace(spec, optimizer=replace(spec.optimizer, **kw), **top)
+            kw["name"] = kw.pop("optimizer")
+        spec = replace(self.spec, optimizer=replace(self.spec.optimizer, **kw), **top)
         return replace(self, spec=spec, **mine)
 
     # the spec's fields under the names the training code reads

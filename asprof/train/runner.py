@@ -58,8 +58,7 @@ def _faster_as_a_rank() -> bool:
     single-process run goes to one launched rank, which gets it preloaded (asprof.cluster.launch)."""
     import mlx.core  # noqa: F401  (loads the BLAS that mlx_blas looks for)
 
-    from asprof.cluster.blas import fast_blas_preload
-    from asprof.cluster.blas import mlx_blas
+    from asprof.cluster.blas import fast_blas_preload, mlx_blas
 
     return mlx_blas()[0] == "reference" and fast_blas_preload() is not None
 
